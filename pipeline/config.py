@@ -1,0 +1,298 @@
+"""Typed, validated configuration.
+
+YAML files in ``configs/`` are validated into pydantic models. An unknown or misspelt key, a wrong
+type or a missing value is a :class:`UserError` naming the file, the line, the key and what was
+expected. ``--set a.b=value`` overrides are parsed as YAML scalars and validated the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import inspect
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class RunConfig(Strict):
+    output: str = "output/default"
+    seed: int = 42
+
+
+class InputConfig(Strict):
+    """Where seed documents come from: a Hub dataset name or a local path."""
+
+    source: str = "HuggingFaceFW/fineweb-edu"
+    format: Literal["auto", "hf", "jsonl", "parquet", "warc", "html", "python-docs"] = "auto"
+    hf_name: str | None = "sample-10BT"
+    hf_split: str = "train"
+    streaming: bool = True
+    limit: int | None = Field(default=None, gt=0, description="read at most this many records in total")
+    text_key: str = "text"
+    id_key: str = "id"
+    url_key: str = "url"  # dotted paths such as metadata.url are followed
+    glob: str | None = None  # only files matching this pattern (relative to the input folder)
+    url_map: str | None = None  # HTML folders: JSON file mapping file name -> URL
+    on_bad_record: Literal["error", "skip"] = "error"
+    offline_fallback: Literal["python-docs", "none"] = "python-docs"
+
+
+class SlurmConfig(Strict):
+    partition: str | None = None
+    time: str = "04:00:00"
+    cpus_per_task: int = Field(default=1, ge=1)
+    mem_per_cpu_gb: int = Field(default=2, ge=1)
+    gpus_per_task: int = Field(default=0, ge=0)
+    qos: str = "normal"
+    job_name: str = "synthweb"
+    env_command: str | None = None  # e.g. "source .venv/bin/activate"
+    sbatch_args: dict[str, str] = {}
+
+
+class RayConfig(Strict):
+    address: str | None = None  # None: start (or join) a local Ray instance
+    cpus_per_task: int = Field(default=1, ge=1)
+    mem_per_cpu_gb: float = Field(default=2, gt=0)
+    gpus_per_task: int = Field(default=0, ge=0)
+
+
+class ExecutorConfig(Strict):
+    kind: Literal["local", "slurm", "ray"] = "local"
+    tasks: int = Field(default=4, ge=1)
+    workers: int = Field(default=2, ge=-1)  # -1: as many as tasks
+    start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"
+    slurm: SlurmConfig = SlurmConfig()
+    ray: RayConfig = RayConfig()
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("workers must be >= 1, or -1 for one worker per task")
+        return v
+
+
+class WriterConfig(Strict):
+    max_rows_per_shard: int = Field(default=100_000, ge=1)
+    row_group_rows: int = Field(default=5_000, ge=1)
+    row_group_bytes: int = Field(default=64 * 2**20, ge=1024)
+    compression_level: int = Field(default=3, ge=1, le=22)
+
+
+class ExtractConfig(Strict):
+    favour_precision: bool = True
+    timeout: float = Field(default=5.0, gt=0)
+    deduplicate: bool = True
+
+
+class NormaliseConfig(Strict):
+    unicode_form: Literal["NFC", "NFKC", "none"] = "NFC"
+    fix_text: bool = False  # ftfy mojibake repair; slower
+    collapse_whitespace: bool = True
+    max_blank_lines: int = Field(default=1, ge=0)
+
+
+class LanguageConfig(Strict):
+    enabled: bool = True
+    languages: list[str] = ["en"]
+    min_score: float = Field(default=0.65, ge=0, le=1)
+
+
+def _check_params(cls_path: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Validate keyword params against the real datatrove filter signature, so typos fail early."""
+    module, name = cls_path.rsplit(".", 1)
+    cls = getattr(__import__(module, fromlist=[name]), name)
+    sig = inspect.signature(cls.__init__)
+    allowed = {p: v.default for p, v in sig.parameters.items() if p not in ("self", "exclusion_writer", "kwargs")}
+    for key, value in params.items():
+        if key not in allowed:
+            raise ValueError(f"unknown parameter {key!r} for {name} (allowed: {', '.join(sorted(allowed))})")
+        default = allowed[key]
+        if default not in (None, inspect.Parameter.empty) and value is not None:
+            ok = isinstance(value, type(default)) or (isinstance(default, float) and isinstance(value, int))
+            if isinstance(default, bool) != isinstance(value, bool):
+                ok = False
+            if not ok:
+                raise ValueError(f"{name}.{key} expects {type(default).__name__}, got {value!r}")
+    return params
+
+
+DATATROVE_FILTERS = {
+    "gopher_repetition": "datatrove.pipeline.filters.GopherRepetitionFilter",
+    "gopher_quality": "datatrove.pipeline.filters.GopherQualityFilter",
+    "c4": "datatrove.pipeline.filters.C4QualityFilter",
+    "fineweb": "datatrove.pipeline.filters.FineWebQualityFilter",
+}
+
+
+class FilterToggle(Strict):
+    enabled: bool = True
+    params: dict[str, Any] = {}
+
+
+class FiltersConfig(Strict):
+    min_chars: int = Field(default=1, ge=1)
+    max_chars: int = Field(default=1_000_000, ge=1)
+    gopher_repetition: FilterToggle = FilterToggle()
+    gopher_quality: FilterToggle = FilterToggle()
+    c4: FilterToggle = FilterToggle(params={"filter_no_terminal_punct": False})
+    fineweb: FilterToggle = FilterToggle()
+
+    @field_validator("gopher_repetition", "gopher_quality", "c4", "fineweb")
+    @classmethod
+    def _params(cls, v: FilterToggle, info) -> FilterToggle:
+        _check_params(DATATROVE_FILTERS[info.field_name], v.params)
+        return v
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "FiltersConfig":
+        if self.max_chars < self.min_chars:
+            raise ValueError("max_chars must be >= min_chars")
+        return self
+
+
+class SeedsConfig(Strict):
+    extract: ExtractConfig = ExtractConfig()
+    normalise: NormaliseConfig = NormaliseConfig()
+    language: LanguageConfig = LanguageConfig()
+    filters: FiltersConfig = FiltersConfig()
+    keep_removed: bool = True  # write dropped documents, with the reason, to OUTPUT/removed/
+
+
+class Config(Strict):
+    run: RunConfig = RunConfig()
+    input: InputConfig = InputConfig()
+    executor: ExecutorConfig = ExecutorConfig()
+    writer: WriterConfig = WriterConfig()
+    seeds: SeedsConfig = SeedsConfig()
+
+    def hash(self) -> str:
+        """Short stable hash of the resolved config, recorded in every record's history."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# ---------------------------------------------------------------- loading with located errors
+
+
+def _line_index(text: str) -> dict[tuple, int]:
+    """Map each key path in a YAML document to its 1-based line number."""
+    index: dict[tuple, int] = {}
+
+    def walk(node: yaml.Node, path: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                p = path + (k.value,)
+                index[p] = k.start_mark.line + 1
+                walk(v, p)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                index[path + (i,)] = v.start_mark.line + 1
+                walk(v, path + (i,))
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return index
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model: Any = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) and hasattr(model, "model_fields") else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def _format_errors(err: ValidationError, origin: str, lines: dict[tuple, int], overridden: dict[tuple, str]) -> str:
+    msgs = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        where = origin
+        if loc in overridden:
+            where = f"--set {overridden[loc]}"
+        else:
+            for n in range(len(loc), 0, -1):
+                if loc[:n] in lines:
+                    where = f"{origin}:{lines[loc[:n]]}"
+                    break
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc)
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            msgs.append(f"{where}: unknown key {key!r} (allowed here: {', '.join(allowed)}){hint}")
+        elif e["type"] == "missing":
+            msgs.append(f"{where}: missing required key {key!r}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            got = repr(e.get("input"))
+            got = got if len(got) <= 60 else got[:57] + "..."
+            msgs.append(f"{where}: {key}: {msg} (got {got})")
+    return "; ".join(msgs)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise UserError(f"--set {item!r}: expected key.path=value")
+    key, raw = item.split("=", 1)
+    if not key.strip():
+        raise UserError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as e:
+        raise UserError(f"--set {item!r}: value is not valid YAML ({e.problem})") from None
+    return key.strip().split("."), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (default: configs/default.yaml), apply ``--set`` overrides, validate."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    origin = str(path)
+    if not path.exists():
+        raise UserError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{origin}:{mark.line + 1}" if mark else origin
+        raise UserError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{origin}: the top level must be a mapping of sections (run, input, executor, ...)")
+    data = copy.deepcopy(data)
+    overridden: dict[tuple, str] = {}
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            if not isinstance(node.get(k, {}), dict):
+                raise UserError(f"--set {item}: {k!r} is not a section")
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+        overridden[tuple(keys)] = item
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise UserError(_format_errors(e, origin, _line_index(text), overridden)) from None

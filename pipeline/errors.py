@@ -1,0 +1,9 @@
+"""Errors a user can cause and fix. The CLI prints them as one line and exits 2, never a traceback."""
+
+
+class UserError(Exception):
+    """An expected mistake in input, config or command line; the message says what and where."""
+
+
+class StageFailed(Exception):
+    """A pipeline task failed; the message names the task log that holds the full traceback."""

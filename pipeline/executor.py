@@ -1,0 +1,62 @@
+"""datatrove executors from config: local multi-process (default), Slurm, or Ray.
+
+The local executor is datatrove's, made quiet on the terminal: each task's full log (with any
+traceback) still goes to ``OUTPUT/_logs/logs/task_NNNNN.log``, while the CLI shows one progress bar
+and a summary table instead of interleaved per-task logs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from datatrove.executor import LocalPipelineExecutor
+
+from pipeline.config import ExecutorConfig
+from pipeline.errors import UserError
+
+
+class QuietLocalExecutor(LocalPipelineExecutor):
+    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
+        saved = sys.stderr
+        with open(os.devnull, "w") as devnull:
+            sys.stderr = devnull
+            try:
+                return super()._run_for_rank(rank, local_rank, node_rank)
+            finally:
+                sys.stderr = saved
+
+
+def build_executor(cfg: ExecutorConfig, pipeline: list, logging_dir: str, tasks: int | None = None, depends=None, job_suffix: str = ""):
+    tasks = tasks or cfg.tasks
+    workers = cfg.workers if cfg.workers != -1 else tasks
+    if cfg.kind == "local":
+        return QuietLocalExecutor(
+            pipeline, tasks=tasks, workers=min(workers, tasks), logging_dir=logging_dir, start_method=cfg.start_method
+        )
+    if cfg.kind == "slurm":
+        from datatrove.executor import SlurmPipelineExecutor
+
+        s = cfg.slurm
+        if not s.partition:
+            raise UserError("executor.kind is slurm but executor.slurm.partition is not set")
+        return SlurmPipelineExecutor(
+            pipeline, tasks=tasks, workers=workers, time=s.time, partition=s.partition, cpus_per_task=s.cpus_per_task,
+            mem_per_cpu_gb=s.mem_per_cpu_gb, gpus_per_task=s.gpus_per_task, qos=s.qos, job_name=s.job_name + job_suffix,
+            env_command=s.env_command, sbatch_args=dict(s.sbatch_args), logging_dir=logging_dir, depends=depends,
+        )
+    if cfg.kind == "ray":
+        try:
+            import ray
+        except ImportError:
+            raise UserError("executor.kind is ray but ray is not installed: pip install 'synthweb[ray]'") from None
+        from datatrove.executor import RayPipelineExecutor
+
+        if not ray.is_initialized():
+            ray.init(address=cfg.ray.address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        r = cfg.ray
+        return RayPipelineExecutor(
+            pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir, cpus_per_task=r.cpus_per_task,
+            mem_per_cpu_gb=r.mem_per_cpu_gb, gpus_per_task=r.gpus_per_task, depends=depends,
+        )
+    raise UserError(f"unknown executor.kind {cfg.kind!r}")

@@ -1,0 +1,484 @@
+"""Readers: Hugging Face datasets, Parquet, JSONL (.gz/.zst), WARC, folders of HTML files.
+
+All readers are datatrove pipeline steps yielding ``Document``s with ``metadata["url"]``,
+``metadata["source"]`` and ``metadata["content_type"]`` (``html`` or ``text``).
+
+datatrove's own JSONL/Parquet readers are not used directly because they skip bad lines without
+naming the line, stop reading a file silently on invalid UTF-8, and shard by file only (one big
+file would run on one task). Here every bad record is an error naming file and record, or a counted
+skip (``on_bad_record: skip``); with fewer files than tasks, records are dealt out round-robin.
+The WARC record parsing and the Hub reader are datatrove's.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.io import get_datafolder
+from datatrove.pipeline.base import PipelineStep
+
+from pipeline.config import InputConfig
+from pipeline.errors import UserError
+
+EXTENSIONS = {
+    "jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".json.zst", ".ndjson", ".jsonl.bz2"),
+    "parquet": (".parquet",),
+    "warc": (".warc", ".warc.gz", ".arc.gz", ".warc.wet.gz", ".wet.gz"),
+    "html": (".html", ".htm", ".html.gz", ".htm.gz", ".xhtml"),
+}
+HF_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class BadRecord(Exception):
+    """A record that cannot be read; carries the position for the error message."""
+
+
+def _format_of(name: str) -> str | None:
+    low = name.lower()
+    for fmt, exts in EXTENSIONS.items():
+        if low.endswith(exts):
+            return fmt
+    return None
+
+
+def _dig(data: dict, dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+@dataclass
+class InputPlan:
+    """What to read, decided once in the main process so every task sees the same file list."""
+
+    format: str
+    source: str
+    files: list[str] = field(default_factory=list)
+    root: str = ""
+    total_hint: int | None = None
+    notice: str | None = None  # one line to show the user (e.g. the offline fallback)
+
+
+def plan_input(cfg: InputConfig) -> InputPlan:
+    """Resolve ``input.source`` to a format and a file list; raise a one-line UserError on problems."""
+    src = cfg.source
+    if cfg.format == "python-docs":
+        return InputPlan("python-docs", "python-docs")
+    path = Path(src).expanduser()
+    if cfg.format == "hf" or (not path.exists() and cfg.format == "auto" and HF_NAME.match(src) and not src.startswith(".")):
+        return _plan_hf(cfg)
+    if not path.exists():
+        raise UserError(f"input not found: {src} (no such file or folder, and not a Hub dataset name like owner/name)")
+    if path.is_dir():
+        files = sorted(str(p) for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if cfg.glob:
+            files = sorted(str(p) for p in path.glob(cfg.glob) if p.is_file())
+        root = str(path)
+    else:
+        files, root = [str(path)], str(path.parent)
+    if cfg.format == "auto":
+        found = {f: _format_of(f) for f in files}
+        kinds = {k for k in found.values() if k}
+        if not kinds:
+            exts = sorted({"".join(Path(f).suffixes[-2:]) or Path(f).name for f in files})[:8]
+            what = f"files with extensions {exts}" if files else "no files"
+            raise UserError(f"{src}: cannot tell the input format ({what}); set input.format to one of jsonl, parquet, warc, html")
+        if len(kinds) > 1:
+            raise UserError(f"{src}: mixed input formats {sorted(kinds)}; point input.source at one kind or set input.glob")
+        fmt = kinds.pop()
+        files = [f for f, k in found.items() if k == fmt]
+    else:
+        fmt = cfg.format
+    good = []
+    for f in files:
+        if os.path.getsize(f) == 0:
+            if cfg.on_bad_record == "error":
+                raise UserError(f"{f}: empty file (0 bytes); remove it or set input.on_bad_record=skip")
+            continue
+        good.append(f)
+    if not good:
+        raise UserError(f"{src}: no readable {fmt} input (all files are empty)")
+    plan = InputPlan(fmt, src, good, root)
+    if fmt == "parquet":
+        _check_parquet(plan, cfg)
+    if fmt == "html":
+        plan.total_hint = len(good)
+    if cfg.limit and plan.total_hint:
+        plan.total_hint = min(cfg.limit, plan.total_hint)
+    return plan
+
+
+def _check_parquet(plan: InputPlan, cfg: InputConfig) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    total = 0
+    for f in plan.files:
+        try:
+            meta = pq.read_metadata(f)
+            schema = meta.schema.to_arrow_schema()
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for a broken footer
+            raise UserError(f"{f}: not a readable Parquet file ({e})") from None
+        total += meta.num_rows
+        if cfg.text_key not in schema.names:
+            raise UserError(f"{f}: no column {cfg.text_key!r} (columns: {', '.join(schema.names)}); set input.text_key")
+        typ = schema.field(cfg.text_key).type
+        if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+            raise UserError(f"{f}: column {cfg.text_key!r} has type {typ}, expected string")
+    plan.total_hint = total
+
+
+def _hub_reachable(timeout: float = 5.0) -> tuple[bool, str]:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False, "HF_HUB_OFFLINE is set"
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+        return True, ""
+    except OSError as e:
+        return False, f"{endpoint.hostname}: {e.strerror or e}"
+
+
+def _plan_hf(cfg: InputConfig) -> InputPlan:
+    if Path(cfg.source).expanduser().exists():  # a local dataset folder or script: no Hub needed
+        return InputPlan("hf", cfg.source, total_hint=cfg.limit)
+    ok, why = _hub_reachable()
+    if ok:
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+        try:
+            HfApi().dataset_info(cfg.source, timeout=10)
+        except RepositoryNotFoundError:
+            raise UserError(f"Hub dataset not found: {cfg.source} (check the name, or log in for a gated/private one)") from None
+        except (HfHubHTTPError, OSError) as e:
+            ok, why = False, str(e).splitlines()[0]
+    if ok:
+        return InputPlan("hf", cfg.source, total_hint=cfg.limit)
+    if cfg.offline_fallback == "none":
+        raise UserError(f"cannot reach the Hugging Face Hub for {cfg.source} ({why}) and input.offline_fallback is none")
+    notice = (
+        f"Hub unreachable ({why}): reading the offline demo corpus (Python's bundled documentation) "
+        f"instead of {cfg.source}"
+    )
+    plan = InputPlan("python-docs", "python-docs", notice=notice)
+    return plan
+
+
+# ------------------------------------------------------------------ reader steps
+
+
+def _task_limit(limit: int | None, rank: int, world_size: int) -> int | None:
+    """Share a global limit between tasks so that all tasks together read exactly ``limit``."""
+    if not limit:
+        return None
+    return limit // world_size + (1 if rank < limit % world_size else 0)
+
+
+class RecordReader(PipelineStep):
+    """Shared logic of the file readers: sharding, a global limit, bad-record policy, field mapping."""
+
+    type = "📖 - READER"
+    name = "reader"
+
+    def __init__(self, plan: InputPlan, cfg: InputConfig):
+        super().__init__()
+        self.plan = plan
+        self.cfg = cfg
+
+    # format-specific: yield (position, raw) where raw is a dict or a BadRecord
+    def iter_file(self, path: str) -> Iterator[tuple[str, Any]]:
+        raise NotImplementedError
+
+    def to_document(self, raw: dict, path: str, pos: str) -> Document:
+        cfg = self.cfg
+        if cfg.text_key not in raw:
+            raise BadRecord(f"no {cfg.text_key!r} field (fields: {', '.join(list(raw)[:12])})")
+        text = raw.pop(cfg.text_key)
+        if text is None:
+            text = ""
+        if not isinstance(text, str):
+            raise BadRecord(f"field {cfg.text_key!r} is {type(text).__name__}, expected a string")
+        doc_id = _dig(raw, cfg.id_key) if cfg.id_key else None
+        url = _dig(raw, cfg.url_key) if cfg.url_key else None
+        if url is None:
+            url = _dig(raw, "metadata.url") or raw.get("url")
+        raw.pop(cfg.id_key, None)
+        raw.pop("url", None)
+        meta = raw.pop("metadata", None)
+        metadata: dict[str, Any] = {}
+        if isinstance(meta, dict):
+            meta.pop("url", None)
+            metadata.update(meta)
+        elif meta is not None:
+            metadata["metadata"] = meta
+        metadata.update(raw)
+        metadata["url"] = str(url) if url is not None else None
+        metadata.setdefault("content_type", "text")
+        rel = os.path.relpath(path, self.plan.root) if self.plan.root else path
+        metadata["source"] = f"{self.plan.source}" if len(self.plan.files) == 1 else f"{self.plan.source}/{rel}"
+        if doc_id is None or doc_id == "":
+            doc_id = f"{rel}#{pos}"
+        return Document(text=text, id=str(doc_id), metadata=metadata)
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data:
+            yield from data
+        files = self.plan.files
+        by_files = len(files) >= world_size
+        mine = files[rank::world_size] if by_files else files
+        limit = _task_limit(self.cfg.limit, rank, world_size) if by_files else self.cfg.limit
+        n_out = 0
+        g = 0  # global record counter (record-level sharding)
+        for path in mine:
+            self.stat_update("input_files")
+            for pos, raw in self.iter_file(path):
+                if not by_files:
+                    if limit is not None and g >= limit:
+                        return
+                    g += 1
+                    if (g - 1) % world_size != rank:
+                        continue
+                elif limit is not None and n_out >= limit:
+                    return
+                try:
+                    if isinstance(raw, BadRecord):
+                        raise raw
+                    with self.track_time():
+                        doc = self.to_document(raw, path, pos)
+                except BadRecord as e:
+                    if self.cfg.on_bad_record == "error":
+                        raise UserError(f"{path}:{pos}: {e} (set input.on_bad_record=skip to skip and count such records)") from None
+                    self.stat_update("skipped_bad_record")
+                    continue
+                self.stat_update("documents")
+                n_out += 1
+                yield doc
+
+
+class JsonlReader(RecordReader):
+    name = "📖 jsonl"
+
+    def iter_file(self, path: str):
+        folder = get_datafolder(os.path.dirname(path) or ".")
+        with folder.open(os.path.basename(path), "rb", compression="infer") as f:
+            for li, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                pos = f"line {li}"
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    yield pos, BadRecord(f"invalid UTF-8 at byte {e.start}")
+                    continue
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as e:
+                    yield pos, BadRecord(f"not valid JSON ({e.msg} at column {e.colno})")
+                    continue
+                if not isinstance(obj, dict):
+                    yield pos, BadRecord(f"expected a JSON object, got {type(obj).__name__}")
+                    continue
+                yield pos, obj
+
+
+class ParquetReader(RecordReader):
+    name = "📖 parquet"
+
+    def iter_file(self, path: str):
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        row = 0
+        for batch in pf.iter_batches(batch_size=1000):
+            for rec in batch.to_pylist():
+                row += 1
+                yield f"row {row}", rec
+
+
+_CANONICAL = re.compile(
+    rb"""<link[^>]+rel=["']?canonical["']?[^>]*href=["']([^"'>]+)|<link[^>]+href=["']([^"'>]+)["'][^>]*rel=["']?canonical"""
+    rb"""|<meta[^>]+property=["']og:url["'][^>]*content=["']([^"'>]+)""",
+    re.I,
+)
+
+
+def _decode_html(raw: bytes) -> str:
+    """Decode HTML bytes: UTF-8 first, then the detected charset. Binary data is a BadRecord."""
+    head = raw[:8192]
+    if b"\x00" in head:
+        raise BadRecord("binary data, not HTML (NUL bytes)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    import cchardet
+
+    enc = cchardet.detect(raw).get("encoding")
+    if enc:
+        try:
+            text = raw.decode(enc)
+            if "<" in text[:4096]:
+                return text
+        except (UnicodeDecodeError, LookupError):
+            pass
+    raise BadRecord("binary data or unknown encoding, not HTML text")
+
+
+class HtmlFolderReader(RecordReader):
+    """One document per HTML file; the URL comes from input.url_map, else the page's canonical link."""
+
+    name = "📖 html"
+
+    def __init__(self, plan: InputPlan, cfg: InputConfig, url_map: dict[str, str] | None = None):
+        super().__init__(plan, cfg)
+        self.url_map = url_map or {}
+
+    def iter_file(self, path: str):
+        p = Path(path)
+        raw = p.read_bytes()
+        if p.suffix == ".gz":
+            try:
+                raw = gzip.decompress(raw)
+            except (OSError, EOFError) as e:
+                yield "file", BadRecord(f"broken gzip ({e})")
+                return
+        try:
+            html = _decode_html(raw)
+        except BadRecord as e:
+            yield "file", e
+            return
+        if "<" not in html[:65536]:
+            yield "file", BadRecord("no HTML markup found")
+            return
+        key = p.name.split(".")[0]
+        url = self.url_map.get(key) or self.url_map.get(p.name)
+        if not url:
+            m = _CANONICAL.search(raw[:200_000])
+            if m:
+                url = next(g for g in m.groups() if g).decode("utf-8", "replace")
+        yield "file", {"text": html, "id": f"{key}", "url": url, "content_type": "html"}
+
+    def to_document(self, raw: dict, path: str, pos: str) -> Document:
+        doc = super().to_document(raw, path, pos)
+        doc.metadata["content_type"] = "html"
+        return doc
+
+
+class WarcReader(RecordReader):
+    """WARC/WET files; response records are parsed by datatrove's own ``process_record``."""
+
+    name = "📖 warc"
+
+    def iter_file(self, path: str):
+        from datatrove.pipeline.readers.warc import process_record
+        from warcio.archiveiterator import ArchiveIterator
+        from warcio.exceptions import ArchiveLoadFailed
+
+        with open(path, "rb") as f:
+            try:
+                for ri, record in enumerate(ArchiveIterator(f), start=1):
+                    data = process_record(record)
+                    if not data:
+                        continue
+                    data["content_type"] = "text" if record.rec_type == "conversion" else "html"
+                    data["warc_date"] = data.pop("date", None)
+                    yield f"record {ri}", data
+            except ArchiveLoadFailed as e:
+                yield "file", BadRecord(f"not a readable WARC file ({str(e).splitlines()[0]})")
+
+
+class PythonDocsReader(RecordReader):
+    name = "📖 python-docs"
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from pipeline.io.demo_corpus import iter_python_docs
+
+        if data:
+            yield from data
+        for i, rec in enumerate(iter_python_docs()):
+            if self.cfg.limit and i >= self.cfg.limit:
+                break
+            if i % world_size != rank:
+                continue
+            self.stat_update("documents")
+            meta = {"url": rec["url"], "title": rec["title"], "source": "python-docs", "content_type": "text"}
+            yield Document(text=rec["text"], id=rec["id"], metadata=meta)
+
+
+class HubReader(PipelineStep):
+    """A Hub dataset by name through datatrove's HuggingFaceDatasetReader (streaming supported)."""
+
+    type = "📖 - READER"
+    name = "📖 hub"
+
+    def __init__(self, plan: InputPlan, cfg: InputConfig):
+        super().__init__()
+        self.plan, self.cfg = plan, cfg
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from datatrove.pipeline.readers import HuggingFaceDatasetReader
+
+        cfg = self.cfg
+        options: dict[str, Any] = {"split": cfg.hf_split}
+        if cfg.hf_name:
+            options["name"] = cfg.hf_name
+        limit = _task_limit(cfg.limit, rank, world_size)
+        reader = HuggingFaceDatasetReader(
+            cfg.source, dataset_options=options, streaming=cfg.streaming, limit=limit if limit is not None else -1,
+            text_key=cfg.text_key, id_key=cfg.id_key,
+        )
+        for doc in reader.run(data, rank, world_size):
+            meta = doc.metadata
+            url = _dig(meta, cfg.url_key) if cfg.url_key else None
+            meta["url"] = str(url if url is not None else meta.get("url") or "") or None
+            meta["source"] = f"hf://datasets/{cfg.source}" + (f"/{cfg.hf_name}" if cfg.hf_name else "")
+            meta["content_type"] = "text"
+            meta.pop("dataset", None)
+            self.stat_update("documents")
+            yield doc
+
+
+def load_url_map(path: str | None) -> dict[str, str]:
+    """A JSON file mapping file name (or name without extensions) to URL; values may be {"url": ...}."""
+    if not path:
+        return {}
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"input.url_map not found: {path}")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object mapping file names to URLs")
+    return {k: (v.get("url") if isinstance(v, dict) else v) for k, v in data.items() if v}
+
+
+def make_reader(plan: InputPlan, cfg: InputConfig) -> PipelineStep:
+    if plan.format == "jsonl":
+        return JsonlReader(plan, cfg)
+    if plan.format == "parquet":
+        return ParquetReader(plan, cfg)
+    if plan.format == "html":
+        return HtmlFolderReader(plan, cfg, load_url_map(cfg.url_map))
+    if plan.format == "warc":
+        return WarcReader(plan, cfg)
+    if plan.format == "hf":
+        return HubReader(plan, cfg)
+    if plan.format == "python-docs":
+        return PythonDocsReader(plan, cfg)
+    raise UserError(f"unknown input format {plan.format!r}")

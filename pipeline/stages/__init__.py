@@ -1,0 +1,1 @@
+"""Pipeline stages. Each stage: config section -> datatrove steps -> records in, shards + stats out."""

@@ -1,0 +1,328 @@
+"""The common stage shape: config -> datatrove steps -> shards + ``stats.json`` + a summary table.
+
+``run_stage`` owns what every stage needs: refusing to mix configs in one output folder, saving the
+resolved config next to the output, skipping completed tasks on rerun (datatrove's completion
+markers), a live progress bar, atomic shard finalisation, merged stats and the summary table.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from datatrove.data import DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+from pipeline.config import Config
+from pipeline.errors import StageFailed, UserError
+from pipeline.executor import build_executor
+from pipeline.io.readers import InputPlan, make_reader, plan_input
+from pipeline.io.writer import ShardWriter, TaskStart, _atomic_write_text, finalize
+
+LOGS = "_logs"
+
+
+class Progress(PipelineStep):
+    """Counts documents flowing past and publishes the count for the progress bar (a file per task)."""
+
+    name = "⏱ progress"
+    type = "🔧 - SETUP"
+
+    def __init__(self, logging_dir: str, every_s: float = 0.5):
+        super().__init__()
+        self.logging_dir, self.every_s = logging_dir, every_s
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        path = Path(self.logging_dir) / "progress" / f"{rank:05d}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        n, last = 0, 0.0
+        for doc in data:
+            n += 1
+            now = time.monotonic()
+            if now - last > self.every_s:
+                _atomic_write_text(path, json.dumps({"docs": n}))
+                last = now
+            yield doc
+        _atomic_write_text(path, json.dumps({"docs": n}))
+
+
+class ProgressMonitor:
+    """Background thread that sums the per-task counters into one tqdm bar (rate, ETA when known)."""
+
+    def __init__(self, logging_dir: Path, total: int | None, tasks: int, enabled: bool = True):
+        self.dir, self.total, self.tasks, self.enabled = logging_dir, total, tasks, enabled
+        self._stop = threading.Event()
+
+    def _counts(self) -> tuple[int, int]:
+        docs = 0
+        for f in (self.dir / "progress").glob("*.json"):
+            try:
+                docs += json.loads(f.read_text())["docs"]
+            except (ValueError, OSError, KeyError):
+                pass
+        done = len(list((self.dir / "completions").glob("*"))) if (self.dir / "completions").exists() else 0
+        return docs, done
+
+    def _loop(self) -> None:
+        from tqdm import tqdm
+
+        docs, done = self._counts()
+        with tqdm(total=self.total, initial=docs, unit="doc", desc="documents", dynamic_ncols=True, mininterval=0.5) as bar:
+            while not self._stop.wait(0.5):
+                docs, done = self._counts()
+                bar.update(docs - bar.n)
+                bar.set_postfix_str(f"tasks {done}/{self.tasks}")
+            docs, done = self._counts()
+            bar.update(docs - bar.n)
+            bar.set_postfix_str(f"tasks {done}/{self.tasks}")
+
+    def __enter__(self):
+        if self.enabled:
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._stop.set()
+            self._thread.join(timeout=5)
+
+
+@dataclass
+class StageContext:
+    """What a stage's ``build`` function needs to assemble its datatrove steps."""
+
+    stage: str
+    cfg: Config
+    output: Path
+    plan: InputPlan | None
+    run_id: str
+    config_hash: str
+
+    @property
+    def logging_dir(self) -> Path:
+        return self.output / LOGS
+
+    def task_start(self) -> TaskStart:
+        return TaskStart(str(self.output))
+
+    def reader(self) -> PipelineStep:
+        return make_reader(self.plan, self.cfg.input)
+
+    def progress(self) -> Progress:
+        return Progress(str(self.logging_dir))
+
+    def writer(self, tag: str, writer_id: str, fields) -> ShardWriter:
+        w = self.cfg.writer
+        return ShardWriter(
+            str(self.output), self.stage, self.run_id, self.config_hash, stage_fields=fields, tag=tag,
+            writer_id=writer_id, max_rows_per_shard=w.max_rows_per_shard, row_group_rows=w.row_group_rows,
+            row_group_bytes=w.row_group_bytes, compression_level=w.compression_level,
+        )
+
+
+OUR_ENTRIES = ("data", "removed", "_parts", LOGS, "stats.json", "config.yaml")
+
+
+def _clear(output: Path) -> None:
+    for name in OUR_ENTRIES:
+        p = output / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+@contextmanager
+def _quiet_datatrove():
+    """datatrove logs every task to the terminal; keep warnings there, the rest is in the task logs."""
+    from loguru import logger
+
+    logger.remove()
+    handler = logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
+    try:
+        yield
+    finally:
+        logger.remove(handler)
+        logger.add(sys.stderr, level="INFO")
+
+
+def run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], force: bool = False,
+              progress: bool = True, needs_input: bool = True, printer=print) -> dict:
+    """Run one stage end to end (or resume it); returns the stats dict also written to stats.json."""
+    output = Path(cfg.run.output)
+    h = cfg.hash()
+    if force:
+        _clear(output)
+    stats_path = output / "stats.json"
+    if stats_path.exists():
+        prev = json.loads(stats_path.read_text())
+        if prev.get("complete") and prev.get("config_hash") == h:
+            printer(f"{stage}: {output} is already complete (config {h}); nothing to do. Use --force to redo it.")
+            print_summary(prev, printer)
+            return prev
+        if prev.get("complete"):
+            raise UserError(
+                f"{output} holds a completed {prev.get('stage')} run of a different config "
+                f"({prev.get('config_hash')} vs {h}); use --force to overwrite it, or another --output"
+            )
+    logs = output / LOGS
+    state_path = logs / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else None
+    if state and state.get("config_hash") != h:
+        raise UserError(
+            f"{output} holds an unfinished run of a different config ({state.get('config_hash')} vs {h}); "
+            "rerun with the same config to resume, or use --force to start over"
+        )
+    plan = plan_input(cfg.input) if needs_input else None
+    if plan and plan.notice:
+        printer(plan.notice)
+    resumed = state is not None
+    if not state:
+        run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+        state = {"stage": stage, "config_hash": h, "run_id": run_id, "plan": plan.__dict__ if plan else None}
+    logs.mkdir(parents=True, exist_ok=True)
+    (output / "config.yaml").write_text(f"# resolved config of {stage}, hash {h}\n" + cfg.to_yaml(), encoding="utf-8")
+    _atomic_write_text(state_path, json.dumps(state))
+    if plan and state.get("plan"):  # a resumed run keeps the file list it started with
+        plan = InputPlan(**{**state["plan"], "notice": None})
+    ctx = StageContext(stage, cfg, output, plan, state["run_id"], h)
+    pipeline = build(ctx)
+    executor = build_executor(cfg.executor, pipeline, str(logs))
+    if resumed:
+        done = len(list((logs / "completions").glob("*"))) if (logs / "completions").exists() else 0
+        printer(f"{stage}: resuming {output}: {done}/{cfg.executor.tasks} tasks already complete")
+    t0 = time.time()
+    monitor = ProgressMonitor(logs, plan.total_hint if plan else None, cfg.executor.tasks,
+                              enabled=progress and cfg.executor.kind == "local")
+    try:
+        with monitor, _quiet_datatrove():
+            executor.run()
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any task failure: name the logs, keep completed tasks
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise StageFailed(
+            f"{stage} failed: {type(e).__name__}: {first} (full traceback in {logs / 'logs'}; "
+            "rerun the same command to resume)"
+        ) from None
+    if cfg.executor.kind == "slurm":
+        fin = build_executor(cfg.executor, [FinalizeStep(str(output), stage, h, state["run_id"])], str(logs / "finalize"),
+                             tasks=1, depends=executor, job_suffix="-finalize")
+        fin.run()
+        printer(f"{stage}: submitted to Slurm; shards and {stats_path} appear when the finalize job ends")
+        return {"stage": stage, "submitted": True}
+    stats = complete_stage(str(output), stage, h, state["run_id"], wall_time=time.time() - t0, resumed=resumed)
+    print_summary(stats, printer)
+    return stats
+
+
+def complete_stage(output: str, stage: str, config_hash: str, run_id: str, wall_time: float | None = None,
+                   resumed: bool = False) -> dict:
+    """Finalise shards and write stats.json; safe to call again after an interruption."""
+    out = Path(output)
+    rows = finalize(output)
+    if not rows:  # finalised on an earlier call: recount from the shards
+        import pyarrow.parquet as pq
+
+        rows = {tag: sum(pq.read_metadata(f).num_rows for f in sorted((out / tag).glob("*.parquet")))
+                for tag in ("data", "removed") if (out / tag).exists()}
+    stats = summarize(out / LOGS, stage, rows)
+    stats.update(
+        stage=stage, complete=True, config_hash=config_hash, run_id=run_id, output=str(out),
+        shards=sorted(str(p.relative_to(out)) for p in (out / "data").glob("*.parquet")) if (out / "data").exists() else [],
+        wall_time_s=round(wall_time, 3) if wall_time is not None else None, resumed=resumed,
+    )
+    if wall_time and not resumed:
+        stats["docs_per_s"] = round(stats["records_in"] / wall_time, 2) if wall_time > 0 else None
+    _atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
+    return stats
+
+
+class FinalizeStep(PipelineStep):
+    """The finalisation as a one-task job, for executors that return before the work is done (Slurm)."""
+
+    name = "🏁 finalize"
+    type = "🔧 - SETUP"
+
+    def __init__(self, output: str, stage: str, config_hash: str, run_id: str):
+        super().__init__()
+        self.output, self.stage, self.config_hash, self.run_id = output, stage, config_hash, run_id
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        complete_stage(self.output, self.stage, self.config_hash, self.run_id)
+        return
+        yield
+
+
+def summarize(logs: Path, stage: str, rows: dict[str, int]) -> dict:
+    """Merge every task's datatrove stats (this run's and earlier attempts') into one summary."""
+    steps: dict[str, dict] = {}
+    for f in sorted((logs / "stats").glob("*.json")):
+        for step in json.loads(f.read_text()):
+            name = step["name"]
+            agg = steps.setdefault(name, {"time_s": 0.0, "counts": {}})
+            timing = step.get("time_stats")
+            agg["time_s"] += (timing.get("total", 0.0) if isinstance(timing, dict) else 0.0) or 0.0
+            for key, metric in step.get("stats", {}).items():
+                value = metric.get("total", metric) if isinstance(metric, dict) else metric
+                if isinstance(value, (int, float)):
+                    agg["counts"][key] = agg["counts"].get(key, 0) + value
+    records_in = 0
+    dropped: dict[str, int] = {}
+    skipped: dict[str, int] = {}
+    for name, agg in steps.items():
+        c = agg["counts"]
+        if "READER" in name.split(":", 1)[0]:
+            records_in += int(c.get("documents", 0))
+            for k, v in c.items():
+                if k.startswith("skipped_"):
+                    skipped[k.removeprefix("skipped_")] = skipped.get(k, 0) + int(v)
+        if "dropped" in c:
+            explained = 0
+            for k, v in c.items():
+                if k.startswith("dropped_"):
+                    dropped[k.removeprefix("dropped_")] = dropped.get(k, 0) + int(v)
+                    explained += int(v)
+            if int(c["dropped"]) > explained:
+                dropped[name.split(": ", 1)[-1]] = int(c["dropped"]) - explained
+    return {
+        "records_in": records_in,
+        "records_out": int(rows.get("data", 0)),
+        "removed": int(rows.get("removed", 0)),
+        "dropped_by_reason": dict(sorted(dropped.items(), key=lambda kv: -kv[1])),
+        "skipped_bad_records": skipped,
+        "steps": {name: {"time_s": round(a["time_s"], 3), **{k: int(v) if float(v).is_integer() else v for k, v in a["counts"].items()}}
+                  for name, a in steps.items()},
+    }
+
+
+def print_summary(stats: dict, printer=print) -> None:
+    """A compact table: records in/out, dropped by reason, throughput, wall time, output path."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{stats.get('stage', 'stage')} summary", show_header=True, header_style="bold")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    t.add_row("records in", f"{stats.get('records_in', 0):,}")
+    t.add_row("records out", f"{stats.get('records_out', 0):,}")
+    for reason, n in stats.get("dropped_by_reason", {}).items():
+        t.add_row(f"  dropped: {reason}", f"{n:,}")
+    for reason, n in stats.get("skipped_bad_records", {}).items():
+        t.add_row(f"  skipped bad record: {reason}", f"{n:,}")
+    if stats.get("wall_time_s") is not None:
+        t.add_row("wall time", f"{stats['wall_time_s']:.1f} s")
+    if stats.get("docs_per_s") is not None:
+        t.add_row("throughput", f"{stats['docs_per_s']:,.1f} docs/s")
+    t.add_row("shards", f"{len(stats.get('shards', []))} in {stats.get('output')}/data")
+    Console(stderr=False).print(t)
