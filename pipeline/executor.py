@@ -18,13 +18,17 @@ from pipeline.errors import UserError
 
 class QuietLocalExecutor(LocalPipelineExecutor):
     def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
+        from loguru import logger
+
         saved = sys.stderr
-        with open(os.devnull, "w") as devnull:
-            sys.stderr = devnull
-            try:
-                return super()._run_for_rank(rank, local_rank, node_rank)
-            finally:
-                sys.stderr = saved
+        sys.stderr = open(os.devnull, "w")  # datatrove binds its console log to sys.stderr per task
+        try:
+            return super()._run_for_rank(rank, local_rank, node_rank)
+        finally:
+            devnull, sys.stderr = sys.stderr, saved
+            logger.remove()
+            logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
+            devnull.close()
 
 
 def build_executor(cfg: ExecutorConfig, pipeline: list, logging_dir: str, tasks: int | None = None, depends=None, job_suffix: str = ""):

@@ -29,7 +29,7 @@ CORE_FIELDS: list[pa.Field] = [
     pa.field("text", pa.string(), nullable=False),
     pa.field("url", pa.string()),
     pa.field("source", pa.string()),
-    pa.field("history", pa.list_(HISTORY_ENTRY)),
+    pa.field("history", pa.list_(pa.field("element", HISTORY_ENTRY))),  # "element": as Parquet names it
     pa.field("metadata", pa.string()),  # JSON object: source fields no typed column claims
 ]
 CORE_NAMES = {f.name for f in CORE_FIELDS}

@@ -7,7 +7,7 @@ datatrove's own JSONL/Parquet readers are not used directly because they skip ba
 naming the line, stop reading a file silently on invalid UTF-8, and shard by file only (one big
 file would run on one task). Here every bad record is an error naming file and record, or a counted
 skip (``on_bad_record: skip``); with fewer files than tasks, records are dealt out round-robin.
-The WARC record parsing and the Hub reader are datatrove's.
+The Hub reader is datatrove's.
 """
 
 from __future__ import annotations
@@ -379,24 +379,52 @@ class HtmlFolderReader(RecordReader):
 
 
 class WarcReader(RecordReader):
-    """WARC/WET files; response records are parsed by datatrove's own ``process_record``."""
+    """WARC (response records, HTML) and WET (conversion records, text) files, read with warcio.
+
+    The payload type comes from WARC-Identified-Payload-Type, else the HTTP Content-Type header, else
+    libmagic (datatrove's ``process_record`` trusts only the first and libmagic, and misses pages).
+    Records that are not HTML are normal in a crawl: they are counted (``skipped_non_html``).
+    """
 
     name = "📖 warc"
+    HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+    def _payload_type(self, record, body: bytes) -> str | None:
+        mime = record.rec_headers.get_header("WARC-Identified-Payload-Type")
+        if not mime and record.http_headers is not None:
+            mime = record.http_headers.get_header("Content-Type")
+        if not mime:
+            import magic
+
+            mime = magic.from_buffer(body[:4096], mime=True)
+        return mime.split(";")[0].strip().lower() if mime else None
 
     def iter_file(self, path: str):
-        from datatrove.pipeline.readers.warc import process_record
         from warcio.archiveiterator import ArchiveIterator
         from warcio.exceptions import ArchiveLoadFailed
 
         with open(path, "rb") as f:
             try:
                 for ri, record in enumerate(ArchiveIterator(f), start=1):
-                    data = process_record(record)
-                    if not data:
+                    if record.rec_type not in ("response", "conversion"):
                         continue
-                    data["content_type"] = "text" if record.rec_type == "conversion" else "html"
-                    data["warc_date"] = data.pop("date", None)
-                    yield f"record {ri}", data
+                    body = record.content_stream().read()
+                    is_text = record.rec_type == "conversion"
+                    if not is_text and self._payload_type(record, body) not in self.HTML_TYPES:
+                        self.stat_update("skipped_non_html")
+                        continue
+                    try:
+                        text = _decode_html(body) if not is_text else body.decode("utf-8", "replace")
+                    except BadRecord as e:
+                        yield f"record {ri}", e
+                        continue
+                    yield f"record {ri}", {
+                        "text": text,
+                        "id": record.rec_headers.get_header("WARC-Record-ID"),
+                        "url": record.rec_headers.get_header("WARC-Target-URI"),
+                        "warc_date": record.rec_headers.get_header("WARC-Date"),
+                        "content_type": "text" if is_text else "html",
+                    }
             except ArchiveLoadFailed as e:
                 yield "file", BadRecord(f"not a readable WARC file ({str(e).splitlines()[0]})")
 

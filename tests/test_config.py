@@ -1,0 +1,61 @@
+import pytest
+import yaml
+
+from pipeline.config import Config, load_config
+from pipeline.errors import UserError
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_default_config_is_valid():
+    cfg = load_config()
+    assert cfg.input.source == "HuggingFaceFW/fineweb-edu" and cfg.input.hf_name == "sample-10BT"
+
+
+def test_unknown_key_names_file_line_and_suggestion(tmp_path):
+    p = write(tmp_path, "run:\n  output: x\nexecutor:\n  taks: 3\n")
+    with pytest.raises(UserError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert f"{p}:4" in msg and "executor.taks" in msg and "did you mean 'tasks'" in msg
+
+
+def test_wrong_type_names_key_and_expectation(tmp_path):
+    p = write(tmp_path, "executor:\n  tasks: many\n")
+    with pytest.raises(UserError, match=r"c.yaml:2: executor.tasks: Input should be a valid integer"):
+        load_config(p)
+
+
+def test_filter_params_checked_against_datatrove_signature(tmp_path):
+    p = write(tmp_path, "seeds:\n  filters:\n    c4:\n      params: {min_num_sentence: 3}\n")
+    with pytest.raises(UserError, match="unknown parameter 'min_num_sentence' for C4QualityFilter"):
+        load_config(p)
+    p = write(tmp_path, "seeds:\n  filters:\n    gopher_quality:\n      params: {min_doc_words: ten}\n")
+    with pytest.raises(UserError, match="GopherQualityFilter.min_doc_words expects int"):
+        load_config(p)
+
+
+def test_overrides(tmp_path):
+    cfg = load_config(None, ["executor.tasks=8", "input.limit=10", "seeds.language.languages=[en, fr]"])
+    assert cfg.executor.tasks == 8 and cfg.input.limit == 10 and cfg.seeds.language.languages == ["en", "fr"]
+    with pytest.raises(UserError, match=r"--set executor.tsks=2: unknown key"):
+        load_config(None, ["executor.tsks=2"])
+    with pytest.raises(UserError, match="expected key.path=value"):
+        load_config(None, ["executor.tasks"])
+
+
+def test_missing_and_invalid_yaml(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(UserError, match=r"c.yaml:\d+: invalid YAML"):
+        load_config(write(tmp_path, "run:\n  output: x\n  bad: [1, 2\nexecutor: {}\n"))
+
+
+def test_resolved_config_round_trips():
+    cfg = load_config(None, ["executor.tasks=3"])
+    again = Config.model_validate(yaml.safe_load(cfg.to_yaml()))
+    assert again == cfg and again.hash() == cfg.hash()
