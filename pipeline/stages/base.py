@@ -142,6 +142,35 @@ def _clear(output: Path) -> None:
             p.unlink()
 
 
+def _become_subreaper() -> None:
+    """Orphans of our workers (e.g. the extraction sandbox of a worker the pool terminated) are
+    re-parented to us instead of init, so that a failed run can stop them (Linux only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def _kill_descendants() -> None:
+    import psutil
+
+    def is_tracker(p: psutil.Process) -> bool:  # it exits by itself with us, and complains if killed
+        try:
+            return "resource_tracker" in " ".join(p.cmdline())
+        except psutil.Error:
+            return True
+
+    procs = [p for p in psutil.Process().children(recursive=True) if not is_tracker(p)]
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=5)
+
+
 @contextmanager
 def _quiet_datatrove():
     """datatrove logs every task to the terminal; keep warnings there, the rest is in the task logs."""
@@ -201,15 +230,21 @@ def run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], fo
     if resumed:
         done = len(list((logs / "completions").glob("*"))) if (logs / "completions").exists() else 0
         printer(f"{stage}: resuming {output}: {done}/{cfg.executor.tasks} tasks already complete")
+    _become_subreaper()
     t0 = time.time()
     monitor = ProgressMonitor(logs, plan.total_hint if plan else None, cfg.executor.tasks,
                               enabled=progress and cfg.executor.kind == "local")
     try:
         with monitor, _quiet_datatrove():
             executor.run()
-    except UserError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any task failure: name the logs, keep completed tasks
+    except BaseException as e:
+        if cfg.executor.kind == "local":  # stop every worker (and its helpers), then drop unfinished parts
+            _kill_descendants()
+            for tmp in (output / "_parts").rglob("*.tmp"):
+                tmp.unlink(missing_ok=True)
+        if isinstance(e, (UserError, KeyboardInterrupt)) or not isinstance(e, Exception):
+            raise
+        # any other task failure: one line naming the logs; completed tasks are kept for the rerun
         first = str(e).splitlines()[0] if str(e) else ""
         raise StageFailed(
             f"{stage} failed: {type(e).__name__}: {first} (full traceback in {logs / 'logs'}; "

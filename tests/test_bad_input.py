@@ -1,0 +1,113 @@
+"""Bad input: a clear one-line error (exit 2) or a counted skip; never a traceback, never a partial shard."""
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import CC_SAMPLE, FAST, HTML, assert_no_partial_output, load_stats, need, synthweb
+
+
+def good_lines(n=40):
+    with gzip.open(need(CC_SAMPLE), "rt") as f:
+        return [f.readline() for _ in range(n)]
+
+
+def run_seeds(inp, out, *extra):
+    return synthweb("seeds", "--input", str(inp), "--output", str(out), *FAST, *extra)
+
+
+def assert_user_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert "Traceback" not in r.stderr and len(lines) == 1, r.stderr[-2000:]
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_missing_path(tmp_path):
+    assert_user_error(run_seeds(tmp_path / "nope.jsonl", tmp_path / "o"), "input not found", "nope.jsonl")
+    assert not (tmp_path / "o").exists()
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "empty.jsonl").write_bytes(b"")
+    assert_user_error(run_seeds(tmp_path / "in" / "empty.jsonl", tmp_path / "o"), "empty.jsonl: empty file")
+    (tmp_path / "in" / "good.jsonl").write_text("".join(good_lines(20)))
+    r = run_seeds(tmp_path / "in", tmp_path / "o2", "--set", "input.on_bad_record=skip")
+    assert r.returncode == 0 and load_stats(tmp_path / "o2")["records_in"] == 20
+
+
+@pytest.mark.parametrize("bad,what", [
+    (b"{not json\n", "line 3: not valid JSON"),
+    (b'{"text": "caf\xe9 au lait", "id": "x"}\n', "line 3: invalid UTF-8"),
+    (b'{"body": "no text field here", "id": "y"}\n', "line 3: no 'text' field (fields: body, id)"),
+    (b'{"text": 12345, "id": "z"}\n', "line 3: field 'text' is int"),
+    (b'["a", "list"]\n', "line 3: expected a JSON object"),
+])
+def test_bad_jsonl_record_named_by_file_and_line_or_skipped(tmp_path, bad, what):
+    lines = [ln.encode() for ln in good_lines(30)]
+    path = tmp_path / "pages.jsonl"
+    path.write_bytes(b"".join(lines[:2]) + bad + b"".join(lines[2:]))
+    r = run_seeds(path, tmp_path / "o")
+    assert_user_error(r, f"{path}:{what}", "on_bad_record=skip")
+    assert_no_partial_output(tmp_path / "o")
+    r = run_seeds(path, tmp_path / "o", "--force", "--set", "input.on_bad_record=skip")
+    assert r.returncode == 0, r.stderr
+    stats = load_stats(tmp_path / "o")
+    assert stats["skipped_bad_records"] == {"bad_record": 1} and stats["records_in"] == 30
+    assert "skipped bad record" in r.stdout
+
+
+def test_empty_and_20mb_texts_are_counted_drops(tmp_path):
+    lines = good_lines(10)
+    big = json.dumps({"id": "huge", "text": ("word " * 4_000_000)})  # 20 MB of text
+    empty = json.dumps({"id": "nothing", "text": ""})
+    path = tmp_path / "edge.jsonl"
+    path.write_text("".join(lines) + big + "\n" + empty + "\n")
+    r = run_seeds(path, tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    stats = load_stats(tmp_path / "o")
+    assert stats["records_in"] == 12
+    assert stats["dropped_by_reason"]["too_long"] >= 1 and stats["dropped_by_reason"]["empty"] >= 1
+    removed_ids = {r["id"]: r["filter_reason"] for r in pq.read_table(tmp_path / "o" / "removed").to_pylist()}
+    assert removed_ids["huge"] == "too_long" and removed_ids["nothing"] == "empty"
+
+
+def test_parquet_with_wrong_text_column_type(tmp_path):
+    pq.write_table(pa.table({"id": ["a", "b"], "text": [1, 2]}), tmp_path / "bad.parquet")
+    assert_user_error(run_seeds(tmp_path / "bad.parquet", tmp_path / "o"), "column 'text' has type int64, expected string")
+    pq.write_table(pa.table({"id": ["a"], "body": ["hello"]}), tmp_path / "nocol.parquet")
+    assert_user_error(run_seeds(tmp_path / "nocol.parquet", tmp_path / "o"), "no column 'text' (columns: id, body)")
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    assert_user_error(run_seeds(tmp_path / "broken.parquet", tmp_path / "o"), "not a readable Parquet file")
+
+
+def test_binary_garbage_html(tmp_path):
+    import random
+
+    folder = tmp_path / "site"
+    folder.mkdir()
+    for p in sorted((need(HTML) / "html").glob("*.html.gz"))[:6]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    rng = random.Random(0)
+    (folder / "garbage.html").write_bytes(bytes(rng.randrange(256) for _ in range(50_000)))
+    r = run_seeds(folder, tmp_path / "o")
+    assert_user_error(r, "garbage.html", "binary data")
+    assert_no_partial_output(tmp_path / "o")
+    r = run_seeds(folder, tmp_path / "o", "--force", "--set", "input.on_bad_record=skip")
+    assert r.returncode == 0, r.stderr
+    stats = load_stats(tmp_path / "o")
+    assert stats["skipped_bad_records"] == {"bad_record": 1} and stats["records_in"] == 6
+
+
+def test_unknown_config_key(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("run:\n  output: x\nseeds:\n  language:\n    min_scor: 0.5\n")
+    r = synthweb("seeds", "--config", str(cfg), "--input", str(CC_SAMPLE), "--output", str(tmp_path / "o"))
+    assert_user_error(r, f"{cfg}:5", "unknown key 'seeds.language.min_scor'", "did you mean 'min_score'")
+    r = synthweb("seeds", "--set", "executor.kind=kubernetes", "--output", str(tmp_path / "o"))
+    assert_user_error(r, "--set executor.kind=kubernetes", "'local', 'slurm' or 'ray'")
