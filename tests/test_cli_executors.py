@@ -1,0 +1,40 @@
+"""The front door: --help everywhere, the default job offline, and the Ray executor on a local Ray."""
+
+import importlib.util
+
+import pytest
+
+from tests.conftest import CC_SAMPLE, load_stats, need, read_rows, synthweb
+
+
+def test_help_for_every_subcommand():
+    r = synthweb("--help")
+    assert r.returncode == 0 and "seeds" in r.stdout
+    r = synthweb("seeds", "--help")
+    assert r.returncode == 0 and "--input" in r.stdout and "--set KEY=VALUE" in r.stdout
+
+
+def test_default_config_offline_says_so_and_falls_back(tmp_path):
+    """What `make generate` does on a machine without the Hub (HF_HUB_OFFLINE=1 keeps it offline anywhere)."""
+    out = tmp_path / "gen"
+    r = synthweb("seeds", "--output", str(out), "--set", "input.limit=60", "--set", "executor.tasks=2", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    notice = [ln for ln in r.stdout.splitlines() if "Hub unreachable" in ln]
+    assert len(notice) == 1 and "python" in notice[0].lower()
+    rows = read_rows(out / "data")
+    assert rows and all(r["source"] == "python-docs" and r["url"] for r in rows)
+    assert load_stats(out)["records_in"] == 60
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install 'synthweb[ray]')")
+def test_ray_executor_on_a_local_ray_instance(tmp_path):
+    out = tmp_path / "ray"
+    r = synthweb(
+        "seeds", "--input", str(need(CC_SAMPLE)), "--output", str(out), "--set", "input.limit=200",
+        "--set", "executor.kind=ray", "--set", "executor.tasks=2", "--set", "executor.workers=2", "--no-progress",
+        env={"RAY_ADDRESS": "", "RAY_DEDUP_LOGS": "0"}, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    stats = load_stats(out)
+    assert stats["records_in"] == 200 and stats["records_out"] == len(read_rows(out / "data")) > 0
+    assert stats["records_out"] + stats["removed"] == 200
