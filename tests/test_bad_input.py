@@ -111,3 +111,11 @@ def test_unknown_config_key(tmp_path):
     assert_user_error(r, f"{cfg}:5", "unknown key 'seeds.language.min_scor'", "did you mean 'min_score'")
     r = synthweb("seeds", "--set", "executor.kind=kubernetes", "--output", str(tmp_path / "o"))
     assert_user_error(r, "--set executor.kind=kubernetes", "'local', 'slurm' or 'ray'")
+
+
+def test_truncated_gzip_is_named(tmp_path):
+    data = need(CC_SAMPLE).read_bytes()
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    assert_user_error(run_seeds(path, tmp_path / "o"), "cut.jsonl.gz:line", "corrupt or truncated")
+    assert_no_partial_output(tmp_path / "o")

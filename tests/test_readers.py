@@ -105,3 +105,15 @@ def test_unreachable_endpoint_is_detected_fast(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
     ok, why = _hub_reachable(timeout=2)
     assert not ok and "127.0.0.1" in why
+
+
+def test_jsonl_plain_and_zstd(tmp_path):
+    import zstandard
+
+    with gzip.open(need(CC_SAMPLE), "rb") as f:
+        raw = b"".join(f.readline() for _ in range(25))
+    (tmp_path / "plain.jsonl").write_bytes(raw)
+    (tmp_path / "pages.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(raw))
+    plain = read_all(InputConfig(source=str(tmp_path / "plain.jsonl")))
+    zst = read_all(InputConfig(source=str(tmp_path / "pages.jsonl.zst")))
+    assert len(plain) == len(zst) == 25 and [d.id for d in plain] == [d.id for d in zst]

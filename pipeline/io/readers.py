@@ -13,6 +13,7 @@ The Hub reader is datatrove's.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import re
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from datatrove.data import Document, DocumentsPipeline
-from datatrove.io import get_datafolder
 from datatrove.pipeline.base import PipelineStep
 
 from pipeline.config import InputConfig
@@ -272,10 +272,33 @@ class RecordReader(PipelineStep):
 class JsonlReader(RecordReader):
     name = "📖 jsonl"
 
+    @staticmethod
+    def _open(path: str):
+        low = path.lower()
+        if low.endswith(".gz"):
+            return gzip.open(path, "rb")
+        if low.endswith(".zst"):
+            import zstandard
+
+            return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
+        if low.endswith(".bz2"):
+            import bz2
+
+            return bz2.open(path, "rb")
+        return open(path, "rb")
+
     def iter_file(self, path: str):
-        folder = get_datafolder(os.path.dirname(path) or ".")
-        with folder.open(os.path.basename(path), "rb", compression="infer") as f:
-            for li, line in enumerate(f, start=1):
+        with self._open(path) as f:
+            li = 0
+            while True:
+                try:
+                    line = f.readline()
+                except (OSError, EOFError) as e:  # truncated or corrupt compressed file
+                    yield f"line {li + 1}", BadRecord(f"compressed stream is corrupt or truncated ({e})")
+                    return
+                if not line:
+                    return
+                li += 1
                 if not line.strip():
                     continue
                 pos = f"line {li}"
