@@ -16,12 +16,18 @@ SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2
 MIN_CHARS = 300
 
 
+def _prose(text: str) -> str:
+    """Keep the prose: drop indented blocks (code, grammar rules) and interactive-session lines."""
+    keep = [ln for ln in text.splitlines() if not ln.startswith(("   ", "\t", ">>>", "...")) or not ln.strip()]
+    return "\n".join(keep).strip()
+
+
 def iter_python_docs() -> Iterator[dict]:
     """Yield ``{"id", "text", "url", "title"}`` dicts in a stable order."""
     from pydoc_data.topics import topics
 
     for name in sorted(topics):
-        text = topics[name].strip()
+        text = _prose(topics[name])
         if len(text) >= MIN_CHARS:
             yield {"id": f"python-docs/topic/{name}", "text": text, "url": f"pydoc://topics/{name}", "title": name}
     stdlib = Path(sysconfig.get_paths()["stdlib"])
@@ -33,12 +39,13 @@ def iter_python_docs() -> Iterator[dict]:
             doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue
-        if doc and len(doc) >= MIN_CHARS:
+        doc = _prose(doc) if doc else ""
+        if len(doc) >= MIN_CHARS:
             module = ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
             top = module.split(".")[0]
             yield {
                 "id": f"python-docs/module/{module}",
-                "text": doc.strip(),
+                "text": doc,
                 "url": f"https://docs.python.org/3/library/{top}.html",
                 "title": module,
             }

@@ -76,7 +76,9 @@ class ProgressMonitor:
         from tqdm import tqdm
 
         docs, done = self._counts()
-        with tqdm(total=self.total, initial=docs, unit="doc", desc="documents", dynamic_ncols=True, mininterval=0.5) as bar:
+        tty = sys.stderr.isatty()  # in batch logs: an update every 30 s, not a stream of redraws
+        with tqdm(total=self.total, initial=docs, unit="doc", desc="documents", dynamic_ncols=True,
+                  mininterval=0.5 if tty else 30) as bar:
             while not self._stop.wait(0.5):
                 docs, done = self._counts()
                 bar.update(docs - bar.n)
