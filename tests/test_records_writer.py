@@ -91,3 +91,10 @@ def test_finalize_resumes_after_a_crash_half_way(tmp_path, monkeypatch):
     monkeypatch.setattr(writer_mod.os, "replace", real_replace)
     assert finalize(str(tmp_path)) == {"data": 6}
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
+
+
+def test_a_task_with_nothing_to_write_still_completes(tmp_path):
+    list(make_writer(tmp_path).run(iter([]), 0, 2))  # nothing written and no folder made yet
+    list(make_writer(tmp_path).run(iter(docs(3)), 1, 2))
+    assert finalize(str(tmp_path)) == {"data": 3}
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["train-00000-of-00001.parquet"]

@@ -159,6 +159,7 @@ class ShardWriter(PipelineStep):
             return
         self._flush()
         self._close_part()
+        self.parts_dir.mkdir(parents=True, exist_ok=True)  # a task may have had nothing to write
         manifest = {"rank": self._rank, "writer_id": self.writer_id, "attempt": self._attempt, "parts": self._done_parts}
         _atomic_write_text(self.parts_dir / f"{self._rank:05d}-{self.writer_id}.manifest.json", json.dumps(manifest))
 
