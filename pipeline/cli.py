@@ -38,6 +38,24 @@ def _cmd_seeds(args: argparse.Namespace) -> int:
     return 0 if stats else 1
 
 
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.stages import infer
+    from pipeline.stages.base import run_stage
+
+    overrides = list(args.overrides)
+    if args.input:
+        overrides.append(f"input.source={args.input}")
+    if args.output:
+        overrides.append(f"run.output={args.output}")
+    cfg = load_config(args.config, overrides)
+    stats = run_stage("infer", cfg, infer.build, force=args.force, progress=not args.no_progress)
+    if stats.get("complete") and stats.get("records_in", 0) == 0:
+        raise UserError(f"{cfg.input.source} holds no requests (0 records read); nothing was generated")
+    print(f"wrote {cfg.run.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthweb", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"synthweb {__version__}")
@@ -52,6 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="output folder (sets run.output)")
     _common(p)
     p.set_defaults(func=_cmd_seeds)
+
+    p = sub.add_parser(
+        "infer", help="a file of prompts -> LLM answers (any backend), with request-level resume",
+        description="Run every record of --input (JSONL/Parquet: the user message in input.text_key, optional "
+        "'system' and 'messages' fields) through the engine in the llm section (transformers, openai or vllm) "
+        "and write the answers with token counts to OUTPUT/data, failures with reasons to OUTPUT/removed, and "
+        "engine metrics to OUTPUT/stats.json. Answers are cached per request: a rerun after a crash sends only "
+        "what had not completed.",
+    )
+    p.add_argument("--input", "-i", help="prompts file or folder (sets input.source)")
+    p.add_argument("--output", "-o", help="output folder (sets run.output)")
+    _common(p)
+    p.set_defaults(func=_cmd_infer)
     return parser
 
 

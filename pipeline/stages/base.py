@@ -72,6 +72,21 @@ class ProgressMonitor:
         done = len(list((self.dir / "completions").glob("*"))) if (self.dir / "completions").exists() else 0
         return docs, done
 
+    def _llm(self) -> str:
+        """Live engine figures for the bar: output tokens/s (recent) and cache hits."""
+        tok_s = hits = toks = 0.0
+        for f in (self.dir / "llm").glob("*.json"):
+            try:
+                m = json.loads(f.read_text())
+            except (ValueError, OSError):
+                continue
+            tok_s += m.get("recent_output_tok_s", 0.0)
+            hits += m.get("cache_hits", 0)
+            toks += m.get("completion_tokens", 0)
+        if not toks and not hits:
+            return ""
+        return f", {tok_s:,.0f} out tok/s, {toks:,.0f} tok, {hits:,.0f} cached"
+
     def _loop(self) -> None:
         from tqdm import tqdm
 
@@ -82,10 +97,10 @@ class ProgressMonitor:
             while not self._stop.wait(0.5):
                 docs, done = self._counts()
                 bar.update(docs - bar.n)
-                bar.set_postfix_str(f"tasks {done}/{self.tasks}")
+                bar.set_postfix_str(f"tasks {done}/{self.tasks}{self._llm()}", refresh=False)
             docs, done = self._counts()
             bar.update(docs - bar.n)
-            bar.set_postfix_str(f"tasks {done}/{self.tasks}")
+            bar.set_postfix_str(f"tasks {done}/{self.tasks}{self._llm()}", refresh=False)
 
     def __enter__(self):
         if self.enabled:
@@ -132,7 +147,7 @@ class StageContext:
         )
 
 
-OUR_ENTRIES = ("data", "removed", "_parts", LOGS, "stats.json", "config.yaml")
+OUR_ENTRIES = ("data", "removed", "_parts", LOGS, "_llm_cache", "stats.json", "config.yaml")
 
 
 def _clear(output: Path) -> None:
@@ -183,7 +198,10 @@ def _quiet_datatrove():
     try:
         yield
     finally:
-        logger.remove(handler)
+        try:
+            logger.remove(handler)
+        except ValueError:  # a task run in this process (one worker) has reset the handlers already
+            logger.remove()
         logger.add(sys.stderr, level="INFO")
 
 
@@ -274,6 +292,11 @@ def complete_stage(output: str, stage: str, config_hash: str, run_id: str, wall_
         rows = {tag: sum(pq.read_metadata(f).num_rows for f in sorted((out / tag).glob("*.parquet")))
                 for tag in ("data", "removed") if (out / tag).exists()}
     stats = summarize(out / LOGS, stage, rows)
+    llm_files = sorted((out / LOGS / "llm").glob("*.json"))
+    if llm_files:
+        from pipeline.llm.metrics import merge
+
+        stats["llm"] = merge([json.loads(f.read_text()) for f in llm_files])
     stats.update(
         stage=stage, complete=True, config_hash=config_hash, run_id=run_id, output=str(out),
         shards=sorted(str(p.relative_to(out)) for p in (out / "data").glob("*.parquet")) if (out / "data").exists() else [],
@@ -361,5 +384,17 @@ def print_summary(stats: dict, printer=print) -> None:
         t.add_row("wall time", f"{stats['wall_time_s']:.1f} s")
     if stats.get("docs_per_s") is not None:
         t.add_row("throughput", f"{stats['docs_per_s']:,.1f} docs/s")
+    llm = stats.get("llm")
+    if llm:
+        t.add_row("LLM requests (cache hits)", f"{llm['requests']:,} ({llm['cache_hits']:,})")
+        t.add_row("LLM tokens in / out", f"{llm['prompt_tokens']:,} / {llm['completion_tokens']:,}")
+        t.add_row("LLM output tok/s", f"{llm['output_tok_s']:,.1f}")
+        lat = llm.get("latency_s", {})
+        if lat.get("p50") is not None:
+            t.add_row("LLM latency p50 / p90 / p99", f"{lat['p50']:.2f} / {lat['p90']:.2f} / {lat['p99']:.2f} s")
+        for kind, n in llm.get("failures", {}).items():
+            t.add_row(f"  LLM failures: {kind}", f"{n:,}")
+        if llm.get("cost_usd") is not None:
+            t.add_row("estimated cost", f"${llm['cost_usd']:,.2f}")
     t.add_row("shards", f"{len(stats.get('shards', []))} in {stats.get('output')}/data")
     Console(stderr=False).print(t)

