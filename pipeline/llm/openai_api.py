@@ -59,14 +59,16 @@ class OpenAIEngine(TokenizerMixin, Engine):
 
             from pipeline.llm.models import resolve_model
 
-            path = resolve_model(self.cfg.model, self.cfg.model_cache_dir)
-            tok = AutoTokenizer.from_pretrained(path)
+            explicit = self.cfg.openai.tokenizer
+            path = resolve_model(explicit or self.cfg.model, self.cfg.model_cache_dir)
+            tok = AutoTokenizer.from_pretrained(path, local_files_only=not explicit)
             if not tok.chat_template:
                 return None
             if not self.max_model_len:
                 from transformers import AutoConfig
 
-                self.max_model_len = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
+                conf = AutoConfig.from_pretrained(path, local_files_only=not explicit)
+                self.max_model_len = getattr(conf, "max_position_embeddings", None)
             return tok
         except Exception:  # noqa: BLE001 - a hosted model has no local tokenizer; that is fine
             return None

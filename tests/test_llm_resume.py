@@ -1,0 +1,63 @@
+"""kill -9 a generation run halfway, rerun: every request that had completed comes from the cache
+(never re-sent), and the output is complete with each request once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+from pipeline.llm.types import Result
+from tests.conftest import REPO, load_stats, read_rows, write_prompts
+
+N = 40
+
+
+def cached(db) -> dict[str, Result]:
+    if not db.exists():
+        return {}
+    con = sqlite3.connect(str(db), timeout=30)
+    try:
+        return {r.request_id: r for r in (Result.from_json(x) for (x,) in con.execute("SELECT result FROM results"))}
+    except sqlite3.OperationalError:  # table not created yet
+        return {}
+    finally:
+        con.close()
+
+
+def test_kill9_then_rerun_serves_completed_requests_from_the_cache(tmp_path):
+    src = tmp_path / "prompts.jsonl"
+    rows = write_prompts(src, N)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "pipeline.cli", "infer", "--input", str(src), "--output", str(out),
+            "--set", "input.text_key=prompt", "--set", "llm.sampling.max_tokens=40", "--set", "llm.chunk_size=4",
+            "--set", "executor.tasks=1", "--no-progress"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    db = out / "_llm_cache" / "requests.sqlite"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and len(cached(db)) < 12:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = cached(db)
+    assert 12 <= len(before) < N, len(before)
+    assert not (out / "stats.json").exists() and not list(out.glob("data/*.parquet"))
+
+    again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stdout
+    llm = load_stats(out)["llm"]
+    assert llm["cache_hits"] == len(before), "a request completed before the kill was not served from the cache"
+    assert llm["sent"] == N - len(before), "a completed request was sent again"
+    got = read_rows(out / "data")
+    ids = [r["id"] for r in got]
+    assert len(ids) == len(set(ids)) == N and set(ids) == {r["id"] for r in rows}
+    by_id = {r["id"]: r for r in got}
+    for rid, res in before.items():  # the cached answers are the ones in the output
+        assert by_id[rid]["text"] == res.text
