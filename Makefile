@@ -16,7 +16,7 @@ VLLM_STAMP := $(VLLM_VENV)/.synthweb-installed
 .PHONY: help install generate filter infer test test-vllm vllm-env bench bench-vllm clean distclean
 
 help:
-	@echo "make generate  - the main job on $(CONFIG) (writes under output/)"
+	@echo "make generate  - the main job on $(CONFIG): seeds -> topics + personas -> synthetic textbooks (output/generate/)"
 	@echo "make filter    - heuristic quality filtering: kept shards + removed/ with reasons"
 	@echo "make test      - the test suite (real data from ../shared/data when present)"
 	@echo "make infer     - run a prompts file through the LLM engine: make infer ARGS='--input prompts.jsonl'"
@@ -37,7 +37,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 generate: $(STAMP)
-	$(BIN)/synthweb seeds --config $(CONFIG) --output output/generate $(ARGS)
+	$(BIN)/synthweb seeds --config $(CONFIG) --output output/generate/seeds $(ARGS)
+	$(BIN)/synthweb generate --config $(CONFIG) --input output/generate/seeds/data --output output/generate/textbooks $(ARGS)
 
 filter: $(STAMP)
 	$(BIN)/synthweb seeds --config $(CONFIG) --output output/filter $(ARGS)

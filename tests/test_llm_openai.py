@@ -3,7 +3,6 @@ serving the embedded SmolLM2-135M; HTTP faults through a real local proxy in fro
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess

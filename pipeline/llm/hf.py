@@ -110,6 +110,8 @@ class TransformersEngine(TokenizerMixin, Engine):
         attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
         kwargs = dict(max_new_tokens=s.max_tokens, num_return_sequences=s.n, pad_token_id=pad,
                       repetition_penalty=s.repetition_penalty)
+        if s.min_tokens:
+            kwargs["min_new_tokens"] = s.min_tokens
         if s.temperature > 0:
             kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k if s.top_k > 0 else None)
         else:

@@ -85,6 +85,8 @@ class OpenAIEngine(TokenizerMixin, Engine):
                 extra["top_k"] = s.top_k
             if s.repetition_penalty != 1.0:
                 extra["repetition_penalty"] = s.repetition_penalty
+            if s.min_tokens:
+                extra["min_tokens"] = s.min_tokens
         fmt = req.response_format
         if fmt and fmt["type"] == "json":
             kw["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": fmt["schema"]}}

@@ -22,6 +22,7 @@ class Sampling:
     seed: int | None = None
     n: int = 1
     repetition_penalty: float = 1.0
+    min_tokens: int = 0  # no end-of-sequence before this many tokens (benchmarks: equal lengths)
 
     def as_dict(self) -> dict:
         d = asdict(self)

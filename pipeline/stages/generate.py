@@ -1,0 +1,323 @@
+"""``synthweb generate``: seeds -> topics + personas -> prompt matrix -> LLM -> synthetic texts.
+
+Before the tasks start, a sample of seeds is embedded and clustered into LLM-named topics, and a
+persona pool is built (file, text-to-persona, persona-to-persona, near-duplicates removed); both are
+saved in the output folder and reused on a rerun. Then every task, for each seed: takes an extract
+(``seed_extract_chars``, cut at a word boundary), assigns the nearest topic, draws audience x format
+by the configured weights and maybe a persona and the topic (each with its probability) from a
+random generator seeded by (run seed, seed id) — so the prompt set does not depend on task
+sharding — renders the format's Jinja2 template, and generates through the engine layer. Outputs
+are cleaned of stock openers, checked for length and written with full provenance; everything
+dropped goes to ``removed/`` with its reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from pathlib import Path
+
+import pyarrow as pa
+from datatrove.data import Document
+
+from pipeline.config import Config
+from pipeline.errors import UserError
+from pipeline.llm.engine import make_engine, sampling_for
+from pipeline.llm.step import LLMStep, cpu_threads, default_cache_path
+from pipeline.llm.types import Request, Result
+from pipeline.prompts import load_yaml, template
+from pipeline.stages.base import StageContext
+
+GEN_FIELDS = [
+    pa.field("prompt", pa.string()),
+    pa.field("prompt_hash", pa.string()),
+    pa.field("template", pa.string()),
+    pa.field("seed_id", pa.string()),
+    pa.field("seed_url", pa.string()),
+    pa.field("seed_extract", pa.string()),
+    pa.field("topic", pa.string()),
+    pa.field("topic_distance", pa.float32()),
+    pa.field("topic_in_prompt", pa.bool_()),
+    pa.field("audience", pa.string()),
+    pa.field("format", pa.string()),
+    pa.field("persona", pa.string()),
+    pa.field("model", pa.string()),
+    pa.field("engine", pa.string()),
+    pa.field("sampling", pa.string()),
+    pa.field("prompt_tokens", pa.int32()),
+    pa.field("completion_tokens", pa.int32()),
+    pa.field("truncated_prompt", pa.bool_()),
+]
+STAGE_FIELDS = GEN_FIELDS + [pa.field("text_token_length", pa.int32()), pa.field("finish_reason", pa.string())]
+REMOVED_FIELDS = GEN_FIELDS + [
+    pa.field("text_token_length", pa.int32()),
+    pa.field("finish_reason", pa.string()),
+    pa.field("filter_reason", pa.string()),
+    pa.field("error_detail", pa.string()),
+    pa.field("raw_reply", pa.string()),
+]
+
+
+def extract_of(text: str, n: int) -> str:
+    """The first ~n characters, cut at the last sentence end (or space) before n."""
+    text = text.strip()
+    if len(text) <= n:
+        return text
+    cut = text[:n]
+    end = max(cut.rfind(". "), cut.rfind(".\n"), cut.rfind("? "), cut.rfind("! "))
+    if end > n * 0.6:
+        return cut[: end + 1]
+    space = cut.rfind(" ")
+    return cut[: space if space > n * 0.6 else n].rstrip() + " ..."
+
+
+def _weighted(rng: random.Random, weights: dict[str, float]) -> str:
+    names = [k for k, w in weights.items() if w > 0]
+    return rng.choices(names, weights=[weights[k] for k in names], k=1)[0]
+
+
+class PromptBuilder:
+    """Renders the prompt matrix; deterministic per (run seed, seed id, k)."""
+
+    def __init__(self, cfg: Config, personas: list[str]):
+        g = cfg.generate
+        self.g, self.run_seed, self.personas = g, cfg.run.seed, personas
+        matrix = load_yaml("generate", "matrix.yaml", g.prompts_dir)
+        self.audiences, self.formats = matrix.get("audiences", {}), matrix.get("formats", {})
+        for name in g.audiences:
+            if name not in self.audiences:
+                raise UserError(f"generate.audiences: {name!r} has no description in prompts/generate/matrix.yaml")
+        for name in g.formats:
+            if name not in self.formats:
+                raise UserError(f"generate.formats: {name!r} has no entry in prompts/generate/matrix.yaml")
+        self.templates = {f: template("generate", self.formats[f]["template"], g.prompts_dir)
+                          for f, w in g.formats.items() if w > 0}
+        self.openers = [re.compile(p, re.IGNORECASE) for p in matrix.get("openers", [])]
+
+    def build(self, seed_id: str, extract: str, topic: str | None, k: int = 0) -> dict:
+        rng = random.Random(f"{self.run_seed}:{seed_id}:{k}")
+        audience = _weighted(rng, self.g.audiences)
+        fmt = _weighted(rng, self.g.formats)
+        with_topic = bool(topic) and rng.random() < self.g.topics.include_probability
+        persona = None
+        if self.personas and rng.random() < self.g.personas.include_probability:
+            persona = self.personas[rng.randrange(len(self.personas))]
+        a, f = self.audiences[audience], self.formats[fmt]
+        t = self.templates[fmt]
+        prompt = t.render(seed_extract=extract, audience_description=a["description"], audience_style=a["style"],
+                          format_instruction=f["instruction"], topic=topic if with_topic else None, persona=persona)
+        return {"prompt": prompt, "prompt_hash": hashlib.sha256(prompt.encode()).hexdigest()[:16],
+                "template": f"generate/{t.path.name}", "audience": audience, "format": fmt,
+                "persona": persona, "topic_in_prompt": with_topic}
+
+    def strip_openers(self, text: str) -> str:
+        text = text.strip()
+        for _ in range(3):  # "Sure! Here is ...: Title: ..." takes more than one pass
+            before = text
+            for p in self.openers:
+                text = p.sub("", text, count=1).lstrip()
+            if text == before:
+                break
+        return text
+
+
+class GenerateStep(LLMStep):
+    name = "🤖 generate"
+
+    def __init__(self, cfg: Config, output: str, failures=None, threads=None):
+        super().__init__(cfg.llm, cfg.run.seed, output, failures, threads)
+        self.cfg = cfg
+        self.output = output
+
+    def _prepare_task(self) -> None:
+        from pipeline.stages.personas import load_personas
+        from pipeline.stages.topics import TopicModel
+
+        out = Path(self.output)
+        self.builder = PromptBuilder(self.cfg, [p["persona"] for p in load_personas(out / "personas" / "personas.jsonl")])
+        self.topics = TopicModel.load(out / "topics") if (out / "topics" / "topics.json").exists() else None
+        self.encoder = None
+        if self.topics is not None:
+            from pipeline.embed import Encoder
+
+            e = self.cfg.encoder
+            self.encoder = Encoder(e.model, e.device, e.batch_size, e.max_chars)
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        self._prepare_task()
+        yield from super().run(data, rank, world_size)
+
+    def _flush(self, engine, chunk: list[Document]):
+        g = self.cfg.generate
+        self._engine = engine
+        extracts = [extract_of(d.text, g.seed_extract_chars) for d in chunk]
+        assigned = self.topics.assign(self.encoder.encode(extracts)) if self.topics else [(None, None)] * len(chunk)
+        prepared: list[Document] = []
+        for doc, extract, (topic, dist) in zip(chunk, extracts, assigned):
+            meta = doc.metadata
+            seed_id, seed_url = str(doc.id), meta.get("url")
+            if topic is not None and not topic.kept:
+                self.stat_update("dropped")
+                self.stat_update(f"dropped_topic_{topic.reason}")
+                if self.failures is not None:
+                    meta.update(seed_id=seed_id, seed_url=seed_url, seed_extract=extract, topic=topic.label,
+                                topic_distance=dist, filter_reason=f"topic_{topic.reason}")
+                    self.failures.write(Document(text=doc.text, id=seed_id, metadata=meta), rank=self._rank)
+                continue
+            for k in range(g.prompts_per_seed):
+                p = self.builder.build(seed_id, extract, topic.label if topic else None, k)
+                m = {"seed_id": seed_id, "seed_url": seed_url, "seed_extract": extract,
+                     "topic": topic.label if topic else None, "topic_distance": dist, **p,
+                     "history": meta.get("history"), "source": "synthweb/generate"}
+                prepared.append(Document(text=p["prompt"], id=f"{seed_id}/g{k}", metadata=m))
+        yield from super()._flush(engine, prepared)
+
+    def request_for(self, doc: Document) -> Request:
+        return Request(str(doc.id), [{"role": "user", "content": doc.metadata["prompt"]}], self._sampling(doc))
+
+    def _sampling(self, doc: Document):
+        return sampling_for(self.llm, str(doc.id), self.run_seed, max_tokens=self.cfg.generate.max_tokens)
+
+    def _common(self, doc: Document, res: Result) -> None:
+        doc.metadata.update(model=res.model, engine=res.engine, prompt_tokens=res.prompt_tokens,
+                            truncated_prompt=res.truncated, sampling=json.dumps(self._sampling(doc).as_dict()),
+                            completion_tokens=res.completion_tokens)
+
+    def _tokens(self, text: str) -> int:
+        tok = getattr(self._engine, "tokenizer", None)
+        return len(tok(text, add_special_tokens=False)["input_ids"]) if tok is not None else len(text.split())
+
+    def apply(self, doc: Document, res: Result) -> list[Document]:
+        g = self.cfg.generate
+        self._common(doc, res)
+        kept = []
+        for k, out in enumerate(res.outputs):
+            text = self.builder.strip_openers(out.text) if g.strip_openers else out.text.strip()
+            meta = dict(doc.metadata, finish_reason=out.finish_reason, text_token_length=self._tokens(text),
+                        completion_tokens=out.completion_tokens)
+            new = Document(text=text, id=doc.id if len(res.outputs) == 1 else f"{doc.id}.{k}", metadata=meta)
+            reason = None
+            if meta["text_token_length"] < g.min_tokens:
+                reason = "too_short"
+            elif out.finish_reason == "length" and g.on_length == "drop":
+                reason = "hit_max_tokens"
+            if reason:
+                self.stat_update("dropped")
+                self.stat_update(f"dropped_{reason}")
+                if self.failures is not None:
+                    new.metadata.update(filter_reason=reason, raw_reply=out.text)
+                    self.failures.write(new, rank=self._rank)
+                continue
+            if out.finish_reason == "length":
+                self.stat_update("kept_hit_max_tokens")
+            kept.append(new)
+        return kept
+
+    def failed(self, doc: Document, res: Result) -> Document:
+        self._common(doc, res)
+        return super().failed(doc, res)
+
+
+# ------------------------------------------------------------------ before the tasks: topics + personas
+
+
+def _sample(ctx: StageContext, n: int) -> tuple[list[str], list[str]]:
+    from pipeline.io.readers import make_reader
+
+    reader = make_reader(ctx.plan, ctx.cfg.input.model_copy(update={"limit": n}))
+    texts, ids = [], []
+    for doc in reader.run(None, rank=0, world_size=1):
+        if doc.text.strip():
+            texts.append(doc.text)
+            ids.append(str(doc.id))
+    return texts, ids
+
+
+def _stage_stats(cfg: Config) -> Path:
+    """stats.json of the stage that wrote the input, when the input is a synthweb output."""
+    src = Path(cfg.input.source)
+    return (src.parent if src.name in ("data", "removed") else src) / "stats.json"
+
+
+def check_seeds(cfg: Config) -> None:
+    """Before anything loads: an input written by a seeds run that kept nothing is named as such."""
+    stats = _stage_stats(cfg)
+    if stats.exists():
+        s = json.loads(stats.read_text())
+        if s.get("complete") and s.get("records_out", 1) == 0:
+            raise _no_seeds(cfg)
+
+
+def _no_seeds(cfg: Config) -> UserError:
+    stats = _stage_stats(cfg)
+    why = ""
+    if stats.exists():
+        s = json.loads(stats.read_text())
+        drops = ", ".join(f"{k} {v}" for k, v in s.get("dropped_by_reason", {}).items())
+        why = f" (the {s.get('stage', 'previous')} stage kept {s.get('records_out', 0)} of {s.get('records_in', 0)}" \
+              f" pages{'; dropped: ' + drops if drops else ''})"
+    return UserError(f"no seeds to generate from in {cfg.input.source}{why}")
+
+
+def prepare(ctx: StageContext, printer=print) -> dict:
+    """Topics and personas, built once per output folder (kept for the rerun and for the tasks)."""
+    from pipeline.embed import Encoder
+    from pipeline.stages.personas import build_personas, personas_from_file, save_personas
+    from pipeline.stages.topics import build_topics
+
+    cfg, out = ctx.cfg, ctx.output
+    g = cfg.generate
+    PromptBuilder(cfg, [])  # templates and matrix checked before any model is loaded
+    done = out / "_logs" / "prepare.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    from_file = personas_from_file(cfg)  # a bad persona file fails here, before any model is loaded
+    need = max(g.topics.sample_size if g.topics.enabled else 0, g.personas.from_seeds if g.personas.enabled else 0, 1)
+    texts, ids = _sample(ctx, need)
+    if not texts:
+        raise _no_seeds(cfg)
+    info: dict = {"seeds_sampled": len(texts)}
+    if not (g.topics.enabled or g.personas.enabled):
+        return info
+    e = cfg.encoder
+    encoder = Encoder(e.model, e.device, e.batch_size, e.max_chars)
+    engine = make_engine(cfg.llm, default_cache_path(cfg.llm, str(out)), out / "_logs" / "llm" / "prepare.json")
+    try:
+        if g.topics.enabled:
+            model = build_topics(cfg, texts, ids, engine, encoder, printer)
+            model.save(out / "topics")
+            kept = [t.label for t in model.topics if t.kept]
+            info["topics"] = {"k": model.info["k"], "kept": len(kept), "dropped": len(model.topics) - len(kept),
+                              "labels": kept, "warnings": model.info["warnings"]}
+            printer(f"generate: {model.info['k']} topics from {len(texts)} seeds, {len(kept)} kept: {', '.join(kept[:12])}"
+                    + (" ..." if len(kept) > 12 else ""))
+        if g.personas.enabled:
+            personas, pstats = build_personas(cfg, texts, ids, engine, encoder, from_file)
+            save_personas(personas, out / "personas" / "personas.jsonl")
+            info["personas"] = pstats
+            printer(f"generate: {len(personas)} personas ({pstats['from_file']} from file, {pstats['from_seeds']} from "
+                    f"seeds, {pstats['expanded']} expanded, {pstats['near_duplicates_removed']} near-duplicates removed)")
+    finally:
+        engine.close()
+    from pipeline.io.writer import _atomic_write_text
+
+    _atomic_write_text(done, json.dumps(info))
+    return info
+
+
+def build(ctx: StageContext) -> list:
+    from pipeline.io.readers import make_reader
+
+    cfg = ctx.cfg
+    g = cfg.generate
+    prepare(ctx)
+    limit = g.num_prompts if cfg.input.limit is None else min(g.num_prompts or cfg.input.limit, cfg.input.limit)
+    reader = make_reader(ctx.plan, cfg.input.model_copy(update={"limit": limit}))
+    failures = ctx.writer("removed", "failures", REMOVED_FIELDS)
+    return [
+        ctx.task_start(), reader, ctx.progress(),
+        GenerateStep(cfg, str(ctx.output), failures, cpu_threads(cfg)),
+        ctx.writer("data", "main", STAGE_FIELDS),
+    ]

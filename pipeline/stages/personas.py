@@ -1,0 +1,150 @@
+"""Personas: who would read or write this? From a file (PersonaHub style), from seeds through the
+LLM (text-to-persona), optionally expanded persona-to-persona; near-duplicates removed by embedding
+similarity. The pool is saved (``personas/personas.jsonl``) with where each persona came from."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+import zlib
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.errors import UserError
+from pipeline.llm.engine import sampling_for
+from pipeline.llm.types import Request
+from pipeline.prompts import template
+
+
+def read_persona_file(path: str, column: str, limit: int | None, min_chars: int, max_chars: int,
+                      on_bad: str) -> tuple[list[dict], int]:
+    """Personas from JSONL or CSV; a bad row is an error naming file and line, or a counted skip."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"generate.personas.file not found: {p}")
+    out, skipped = [], 0
+
+    def bad(line: int, what: str):
+        nonlocal skipped
+        if on_bad == "error":
+            raise UserError(f"{p}:{line}: {what} (set input.on_bad_record=skip to skip bad rows)")
+        skipped += 1
+
+    with p.open(encoding="utf-8", errors="strict", newline="") as f:
+        if p.suffix.lower() == ".csv":
+            reader = csv.DictReader(f)
+            if column not in (reader.fieldnames or []):
+                raise UserError(f"{p}:1: no column {column!r} (columns: {', '.join(reader.fieldnames or [])}); "
+                                "set generate.personas.file_column")
+            rows = ((i + 2, r.get(column)) for i, r in enumerate(reader))
+        else:
+            def jsonl():
+                for i, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line)
+                    except ValueError as e:
+                        yield i, ValueError(f"not valid JSON ({e})")
+                        continue
+                    if not isinstance(obj, dict):
+                        yield i, ValueError(f"expected a JSON object, got {type(obj).__name__}")
+                    elif column not in obj:
+                        yield i, ValueError(f"no {column!r} field (fields: {', '.join(list(obj)[:8])})")
+                    else:
+                        yield i, obj[column]
+            rows = jsonl()
+        for line, value in rows:
+            if isinstance(value, ValueError):
+                bad(line, str(value))
+                continue
+            if not isinstance(value, str):
+                bad(line, f"{column!r} is {type(value).__name__}, expected a string")
+                continue
+            text = " ".join(value.split())
+            if not (min_chars <= len(text) <= max_chars):
+                bad(line, f"persona of {len(text)} characters (allowed {min_chars}-{max_chars})")
+                continue
+            out.append({"persona": text, "source": f"file:{p.name}:{line}"})
+            if limit and len(out) >= limit:
+                break
+    return out, skipped
+
+
+def _clean(text: str, min_chars: int, max_chars: int) -> str | None:
+    line = next((ln for ln in text.strip().splitlines() if ln.strip()), "").strip(" \"'*`")
+    line = re.sub(r"^(persona|answer)\s*:\s*", "", line, flags=re.IGNORECASE)
+    if not (min_chars <= len(line) <= max_chars) or not re.match(r"^(a|an|the)\b", line, flags=re.IGNORECASE):
+        return None
+    return line
+
+
+def dedup(personas: list[dict], encoder, threshold: float) -> tuple[list[dict], int]:
+    """Greedy: keep a persona unless it is at least ``threshold`` cosine-similar to a kept one."""
+    if not personas:
+        return [], 0
+    emb = encoder.encode([p["persona"] for p in personas])
+    kept_idx: list[int] = []
+    for i in range(len(personas)):
+        if kept_idx and float((emb[kept_idx] @ emb[i]).max()) >= threshold:
+            continue
+        kept_idx.append(i)
+    return [personas[i] for i in kept_idx], len(personas) - len(kept_idx)
+
+
+def personas_from_file(cfg: Config) -> tuple[list[dict], int]:
+    pc = cfg.generate.personas
+    if not (pc.enabled and pc.file):
+        return [], 0
+    return read_persona_file(pc.file, pc.file_column, pc.file_limit, pc.min_chars, pc.max_chars, cfg.input.on_bad_record)
+
+
+def build_personas(cfg: Config, texts: list[str], ids: list[str], engine, encoder,
+                   from_file: tuple[list[dict], int] = ([], 0)) -> tuple[list[dict], dict]:
+    pc = cfg.generate.personas
+    seed = cfg.run.seed
+    pool, skipped = list(from_file[0]), from_file[1]
+    rng = random.Random(seed + 1)
+    failed = 0
+    if pc.from_seeds and texts:
+        t = template("personas", "from_text", cfg.generate.prompts_dir)
+        picks = rng.sample(range(len(texts)), min(pc.from_seeds, len(texts)))
+        reqs = [Request(f"persona-{ids[i]}", [{"role": "user", "content": t.render(text=texts[i][:1200])}],
+                        sampling_for(cfg.llm, f"persona-{ids[i]}", seed, max_tokens=60)) for i in picks]
+        for i, r in zip(picks, engine.generate(reqs)):
+            p = _clean(r.text, pc.min_chars, pc.max_chars) if not r.error else None
+            if p:
+                pool.append({"persona": p, "source": f"seed:{ids[i]}"})
+            else:
+                failed += 1
+    if pc.expand and pool:
+        t = template("personas", "expand", cfg.generate.prompts_dir)
+        base = [pool[rng.randrange(len(pool))] for _ in range(pc.expand)]
+        reqs = [Request(f"persona-x{k}-{zlib.crc32(b['persona'].encode())}", [{"role": "user", "content": t.render(persona=b["persona"])}],
+                        sampling_for(cfg.llm, f"persona-x{k}", seed, max_tokens=60)) for k, b in enumerate(base)]
+        for b, r in zip(base, engine.generate(reqs)):
+            p = _clean(r.text, pc.min_chars, pc.max_chars) if not r.error else None
+            if p:
+                pool.append({"persona": p, "source": f"expand:{b['source']}"})
+            else:
+                failed += 1
+    kept, dups = dedup(pool, encoder, pc.dedup_threshold)
+    stats = {"from_file": sum(p["source"].startswith("file:") for p in pool), "skipped_bad_rows": skipped,
+             "from_seeds": sum(p["source"].startswith("seed:") for p in pool),
+             "expanded": sum(p["source"].startswith("expand:") for p in pool),
+             "llm_unusable": failed, "near_duplicates_removed": dups, "kept": len(kept)}
+    return kept, stats
+
+
+def save_personas(personas: list[dict], path: Path) -> None:
+    from pipeline.io.writer import _atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(path, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in personas))
+
+
+def load_personas(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()] if path.exists() else []
+
