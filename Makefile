@@ -52,6 +52,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_seeds.py
 	$(BIN)/python bench/bench_llm.py $(ARGS)
+	$(BIN)/python bench/bench_generate.py
 
 $(VLLM_STAMP): pyproject.toml
 	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)

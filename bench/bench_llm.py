@@ -5,8 +5,8 @@ on batches of the same size, prompts in file order; vLLM: one ``LLM.chat`` call)
 ``infer`` stage (reader, request cache, metrics, Parquet writer) run in this process on a one-task
 executor. Both use the same model, prompts and sampling parameters, and every request generates exactly
 max_tokens tokens (min_tokens = max_tokens), so that sampling luck in output lengths does not move the
-ratio; model loading is excluded on both sides (the stage records its own load time), and neither side
-gets a warm-up call. Prompts: 64 real FineWeb pages, "summarise" requests.
+ratio; model loading is excluded on both sides (the stage records its own load time), and both sides
+get the same one-request warm-up (vLLM compiles on its first step; VLLMEngine does it while loading). Prompts: 64 real FineWeb pages, "summarise" requests.
 Usage: python bench/bench_llm.py [--backend transformers|vllm] [--prompts 64] [--max-tokens 128]
 """
 
@@ -77,6 +77,7 @@ def raw_vllm(cfg, rows, seed: int) -> tuple[int, float]:
         params.append(SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
                                      min_tokens=s.min_tokens))
     msgs = [[{"role": "user", "content": r["prompt"]}] for r in rows]
+    llm.chat([[{"role": "user", "content": "Hi"}]], SamplingParams(max_tokens=8), use_tqdm=False)  # as VLLMEngine loads
     t0 = time.perf_counter()
     outs = llm.chat(msgs, params, use_tqdm=False)
     elapsed = time.perf_counter() - t0

@@ -89,9 +89,10 @@ class LLMStep(PipelineStep):
 
             torch.set_num_threads(self.threads)
         engine = make_engine(self.llm, self.cache_path, Path(self.metrics_dir) / f"{rank:05d}.json")
+        if self.failures is not None:
+            self.failures.__enter__()
+        exc_info: tuple = (None, None, None)
         try:
-            if self.failures is not None:
-                self.failures.__enter__()
             chunk: list[Document] = []
             for doc in data:
                 chunk.append(doc)
@@ -100,7 +101,10 @@ class LLMStep(PipelineStep):
                     chunk = []
             if chunk:
                 yield from self._flush(engine, chunk)
+        except BaseException as e:  # the failures writer drops its unfinished part instead of listing it
+            exc_info = (type(e), e, e.__traceback__)
+            raise
         finally:
             engine.close()
             if self.failures is not None:
-                self.failures.__exit__(None, None, None)
+                self.failures.__exit__(*exc_info)

