@@ -379,9 +379,13 @@ class Config(Strict):
     encoder: EncoderConfig = EncoderConfig()
     generate: GenerateConfig = GenerateConfig()
 
-    def hash(self) -> str:
-        """Short stable hash of the resolved config, recorded in every record's history."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
+    def hash(self, sections: tuple[str, ...] | None = None) -> str:
+        """Short stable hash of the resolved config (or of the sections a stage reads), recorded in
+        every record's history; a stage's output is reused only under the same hash."""
+        data = self.model_dump(mode="json")
+        if sections:
+            data = {k: v for k, v in data.items() if k in sections}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

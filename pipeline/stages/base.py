@@ -205,11 +205,20 @@ def _quiet_datatrove():
         logger.add(sys.stderr, level="INFO")
 
 
+# the config sections each stage reads: changing another section (say generate.*) must not make an
+# earlier stage's finished output look foreign (make generate reruns seeds with the same file)
+STAGE_SECTIONS = {
+    "seeds": ("run", "input", "executor", "writer", "seeds"),
+    "infer": ("run", "input", "executor", "writer", "llm", "infer"),
+    "generate": ("run", "input", "executor", "writer", "llm", "encoder", "generate"),
+}
+
+
 def run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], force: bool = False,
               progress: bool = True, needs_input: bool = True, printer=print) -> dict:
     """Run one stage end to end (or resume it); returns the stats dict also written to stats.json."""
     output = Path(cfg.run.output)
-    h = cfg.hash()
+    h = cfg.hash(STAGE_SECTIONS.get(stage))
     if force:
         _clear(output)
     stats_path = output / "stats.json"

@@ -315,6 +315,8 @@ def build(ctx: StageContext) -> list:
     prepare(ctx)
     limit = g.num_prompts if cfg.input.limit is None else min(g.num_prompts or cfg.input.limit, cfg.input.limit)
     reader = make_reader(ctx.plan, cfg.input.model_copy(update={"limit": limit}))
+    if limit and ctx.plan.total_hint:  # the progress bar's total
+        ctx.plan.total_hint = min(ctx.plan.total_hint, limit)
     failures = ctx.writer("removed", "failures", REMOVED_FIELDS)
     return [
         ctx.task_start(), reader, ctx.progress(),
