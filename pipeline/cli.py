@@ -22,33 +22,33 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (batch logs)")
 
 
-def _cmd_seeds(args: argparse.Namespace) -> int:
+def _config(args: argparse.Namespace):
+    """The config file with --set overrides, --input and --output applied, validated."""
     from pipeline.config import load_config
-    from pipeline.stages import seeds
-    from pipeline.stages.base import run_stage
 
     overrides = list(args.overrides)
     if args.input:
         overrides.append(f"input.source={args.input}")
     if args.output:
         overrides.append(f"run.output={args.output}")
-    cfg = load_config(args.config, overrides)
+    return load_config(args.config, overrides)
+
+
+def _cmd_seeds(args: argparse.Namespace) -> int:
+    from pipeline.stages import seeds
+    from pipeline.stages.base import run_stage
+
+    cfg = _config(args)
     stats = run_stage("seeds", cfg, seeds.build, force=args.force, progress=not args.no_progress)
     print(f"wrote {cfg.run.output}")
     return 0 if stats else 1
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
-    from pipeline.config import load_config
     from pipeline.stages import infer
     from pipeline.stages.base import run_stage
 
-    overrides = list(args.overrides)
-    if args.input:
-        overrides.append(f"input.source={args.input}")
-    if args.output:
-        overrides.append(f"run.output={args.output}")
-    cfg = load_config(args.config, overrides)
+    cfg = _config(args)
     stats = run_stage("infer", cfg, infer.build, force=args.force, progress=not args.no_progress)
     if stats.get("complete") and stats.get("records_in", 0) == 0:
         raise UserError(f"{cfg.input.source} holds no requests (0 records read); nothing was generated")
@@ -60,16 +60,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from pipeline.config import load_config
     from pipeline.stages import generate
     from pipeline.stages.base import run_stage
 
-    overrides = list(args.overrides)
-    if args.input:
-        overrides.append(f"input.source={args.input}")
-    if args.output:
-        overrides.append(f"run.output={args.output}")
-    cfg = load_config(args.config, overrides)
+    cfg = _config(args)
     generate.check_seeds(cfg)
     stats = run_stage("generate", cfg, generate.build, force=args.force, progress=not args.no_progress)
     if stats.get("complete") and "diversity" not in stats:

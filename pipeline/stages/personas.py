@@ -108,28 +108,28 @@ def build_personas(cfg: Config, texts: list[str], ids: list[str], engine, encode
     pool, skipped = list(from_file[0]), from_file[1]
     rng = random.Random(seed + 1)
     failed = 0
+
+    def ask(items: list[tuple[str, str, str]]) -> int:
+        """(request id, prompt, origin) -> usable personas appended to the pool; returns the unusable count."""
+        reqs = [Request(rid, [{"role": "user", "content": prompt}], sampling_for(cfg.llm, rid, seed, max_tokens=60))
+                for rid, prompt, _ in items]
+        bad = 0
+        for (_, _, origin), r in zip(items, engine.generate(reqs)):
+            p = _clean(r.text, pc.min_chars, pc.max_chars) if not r.error else None
+            if p:
+                pool.append({"persona": p, "source": origin})
+            else:
+                bad += 1
+        return bad
     if pc.from_seeds and texts:
         t = template("personas", "from_text", cfg.generate.prompts_dir)
         picks = rng.sample(range(len(texts)), min(pc.from_seeds, len(texts)))
-        reqs = [Request(f"persona-{ids[i]}", [{"role": "user", "content": t.render(text=texts[i][:1200])}],
-                        sampling_for(cfg.llm, f"persona-{ids[i]}", seed, max_tokens=60)) for i in picks]
-        for i, r in zip(picks, engine.generate(reqs)):
-            p = _clean(r.text, pc.min_chars, pc.max_chars) if not r.error else None
-            if p:
-                pool.append({"persona": p, "source": f"seed:{ids[i]}"})
-            else:
-                failed += 1
+        failed += ask([(f"persona-{ids[i]}", t.render(text=texts[i][:1200]), f"seed:{ids[i]}") for i in picks])
     if pc.expand and pool:
         t = template("personas", "expand", cfg.generate.prompts_dir)
         base = [pool[rng.randrange(len(pool))] for _ in range(pc.expand)]
-        reqs = [Request(f"persona-x{k}-{zlib.crc32(b['persona'].encode())}", [{"role": "user", "content": t.render(persona=b["persona"])}],
-                        sampling_for(cfg.llm, f"persona-x{k}", seed, max_tokens=60)) for k, b in enumerate(base)]
-        for b, r in zip(base, engine.generate(reqs)):
-            p = _clean(r.text, pc.min_chars, pc.max_chars) if not r.error else None
-            if p:
-                pool.append({"persona": p, "source": f"expand:{b['source']}"})
-            else:
-                failed += 1
+        failed += ask([(f"persona-x{k}-{zlib.crc32(b['persona'].encode())}", t.render(persona=b["persona"]),
+                        f"expand:{b['source']}") for k, b in enumerate(base)])
     kept, dups = dedup(pool, encoder, pc.dedup_threshold)
     stats = {"from_file": sum(p["source"].startswith("file:") for p in pool), "skipped_bad_rows": skipped,
              "from_seeds": sum(p["source"].startswith("seed:") for p in pool),
