@@ -89,6 +89,81 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_annotate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from pipeline.io.writer import _atomic_write_text
+    from pipeline.stages import annotate
+    from pipeline.stages.base import run_stage
+
+    cfg = _config(args)
+    stats = run_stage("annotate", cfg, annotate.build, force=args.force, progress=not args.no_progress)
+    out = Path(cfg.run.output)
+    if stats.get("complete") and "annotation" not in stats:
+        stats["annotation"] = annotate.annotation_report(out / "data")
+        _atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
+    a = stats.get("annotation", {})
+    if a.get("annotated"):
+        print(f"annotation: {a['annotated']} scored; int_score histogram {a['int_score_histogram']}")
+        for pair, m in a.get("jury_agreement", {}).items():
+            print(f"  annotators {pair}: exact {m['exact']:.0%}, within 1 {m['within_1']:.0%}, spearman {m['spearman']}")
+    if stats.get("complete") and stats.get("records_out", 0) == 0:
+        raise UserError(f"no document got a score (see {out}/removed for the replies and the reasons)")
+    print(f"wrote {cfg.run.output}")
+    return 0
+
+
+def _cmd_train_classifier(args: argparse.Namespace) -> int:
+    from classifiers.train import train_classifier
+
+    overrides = list(args.overrides)
+    if args.label_column:
+        overrides.append(f"classifier.label_column={args.label_column}")
+    if args.text_column:
+        overrides.append(f"classifier.text_column={args.text_column}")
+    from pipeline.config import load_config
+
+    cfg = load_config(args.config, overrides)
+    if not args.input or not args.output:
+        raise UserError("train-classifier needs --input (labelled Parquet/JSONL) and --output (the classifier folder)")
+    m = train_classifier(cfg.classifier, args.input, args.output, force=args.force)
+    print(f"{m['evaluated_on']} split ({m['n_evaluated']:,} texts): binary F1@{m['threshold']:g} {m['binary_f1']:.3f} "
+          f"(precision {m['precision']:.3f}, recall {m['recall']:.3f}), macro-F1 {m['macro_f1']:.3f}, "
+          f"accuracy {m['accuracy']:.3f}; uncalibrated binary F1 {m['uncalibrated']['binary_f1']:.3f}")
+    print(f"per-class F1 {m['per_class_f1']}")
+    print(f"wrote {args.output} (config.json, model weights, metrics.json, confusion_matrix.png, README.md)")
+    return 0
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    from pipeline.stages import classify
+    from pipeline.stages.base import run_stage
+
+    if args.classifier:
+        args.overrides.append("classify.classifiers=[" + ",".join(f'"{c}"' for c in args.classifier) + "]")
+    cfg = _config(args)
+    run_stage("classify", cfg, classify.build_classify, force=args.force, progress=not args.no_progress,
+              extra_hash=classify.fingerprints(cfg))
+    print(f"wrote {cfg.run.output}")
+    return 0
+
+
+def _cmd_filter(args: argparse.Namespace) -> int:
+    from pipeline.stages import classify
+    from pipeline.stages.base import run_stage
+
+    if args.threshold is not None:
+        args.overrides += [f"filter.threshold={args.threshold}", "filter.bucket=null"]
+    if args.bucket:
+        args.overrides.append(f"filter.bucket={args.bucket}")
+    cfg = _config(args)
+    stats = run_stage("filter", cfg, classify.build_filter, force=args.force, progress=not args.no_progress)
+    print(f"kept {stats.get('records_out', 0):,} of {stats.get('records_in', 0):,} documents; "
+          f"wrote {cfg.run.output}/kept and {cfg.run.output}/removed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthweb", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"synthweb {__version__}")
@@ -129,6 +204,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="output folder (sets run.output)")
     _common(p)
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser(
+        "annotate", help="documents -> LLM educational scores 0-5 with justifications",
+        description="Score every document of --input with the additive 0-5 rubric of prompts/annotate/<annotate.template>.j2 "
+        "through the engine in the llm section (and the annotate.jury, if any). Writes OUTPUT/data (score, int_score, "
+        "justification, annotator scores, provenance), OUTPUT/removed (replies without a usable score, with the raw "
+        "text) and OUTPUT/stats.json (score histogram, jury agreement).",
+    )
+    p.add_argument("--input", "-i", help="documents (a file or folder, e.g. a seeds run's data/)")
+    p.add_argument("--output", "-o", help="output folder (sets run.output)")
+    _common(p)
+    p.set_defaults(func=_cmd_annotate)
+
+    p = sub.add_parser(
+        "train-classifier", help="labelled texts -> BERT-style filter classifier (safetensors + card + metrics)",
+        description="Deduplicate the labelled texts, split them stratified into train/validation/test, train an "
+        "encoder classifier (classifier.mode frozen or finetune; or classifier.kind fasttext), choose the decision "
+        "cut on validation data and report binary P/R/F1 at classifier.threshold, per-class F1, macro-F1 and the "
+        "confusion matrix on the test split. Writes OUTPUT/config.json, model.safetensors, metrics.json, "
+        "confusion_matrix.png and README.md (the model card).",
+    )
+    p.add_argument("--input", "-i", help="labelled Parquet/JSONL file or folder (e.g. an annotate run's data/)")
+    p.add_argument("--output", "-o", help="the classifier folder to write")
+    p.add_argument("--label-column", help="label column (sets classifier.label_column; default score)")
+    p.add_argument("--text-column", help="text column (sets classifier.text_column; default text)")
+    _common(p)
+    p.set_defaults(func=_cmd_train_classifier)
+
+    p = sub.add_parser(
+        "classify", help="shards -> the same shards with score/int_score (and ensemble bins) from classifiers",
+        description="Score every document of --input with each --classifier: score and int_score from the first, "
+        "every classifier's score in classifier_scores; with several classifiers, token-weighted percentile bins "
+        "per classifier and the ensemble bin (max) and bucket (Nemotron-CC). Writes OUTPUT/data and stats.json.",
+    )
+    p.add_argument("--input", "-i", help="documents to score")
+    p.add_argument("--output", "-o", help="output folder (sets run.output)")
+    p.add_argument("--classifier", action="append", metavar="DIR", help="a classifier folder (repeatable)")
+    _common(p)
+    p.set_defaults(func=_cmd_classify)
+
+    p = sub.add_parser(
+        "filter", help="classified shards -> kept/ and removed/ (with reasons) by threshold or bucket",
+        description="Keep documents whose int_score (filter.column) is at or above --threshold, or whose quality bucket "
+        "is --bucket or higher, in OUTPUT/kept; every other document goes to OUTPUT/removed with its reason.",
+    )
+    p.add_argument("--input", "-i", help="classified documents (a classify run's data/)")
+    p.add_argument("--output", "-o", help="output folder (sets run.output)")
+    p.add_argument("--threshold", type=float, help="keep int_score (filter.column) >= this (sets filter.threshold)")
+    p.add_argument("--bucket", help="keep this quality bucket and the ones above it (sets filter.bucket)")
+    _common(p)
+    p.set_defaults(func=_cmd_filter)
     return parser
 
 

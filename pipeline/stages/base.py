@@ -147,7 +147,7 @@ class StageContext:
         )
 
 
-OUR_ENTRIES = ("data", "removed", "_parts", LOGS, "_llm_cache", "topics", "personas", "stats.json", "config.yaml")
+OUR_ENTRIES = ("data", "kept", "removed", "_parts", LOGS, "_llm_cache", "topics", "personas", "stats.json", "config.yaml")
 
 
 def _clear(output: Path) -> None:
@@ -211,14 +211,24 @@ STAGE_SECTIONS = {
     "seeds": ("run", "input", "executor", "writer", "seeds"),
     "infer": ("run", "input", "executor", "writer", "llm", "infer"),
     "generate": ("run", "input", "executor", "writer", "llm", "encoder", "generate"),
+    "annotate": ("run", "input", "executor", "writer", "llm", "annotate"),
+    "classify": ("run", "input", "executor", "writer", "classify"),
+    "filter": ("run", "input", "executor", "writer", "filter"),
 }
+# the folder of a stage's main output (filter writes kept/ beside removed/)
+MAIN_TAG = {"filter": "kept"}
 
 
 def run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], force: bool = False,
-              progress: bool = True, needs_input: bool = True, printer=print) -> dict:
-    """Run one stage end to end (or resume it); returns the stats dict also written to stats.json."""
+              progress: bool = True, needs_input: bool = True, printer=print, extra_hash: str = "") -> dict:
+    """Run one stage end to end (or resume it); returns the stats dict also written to stats.json.
+    ``extra_hash`` joins the config hash (e.g. the fingerprints of the classifiers a stage applies)."""
     output = Path(cfg.run.output)
     h = cfg.hash(STAGE_SECTIONS.get(stage))
+    if extra_hash:
+        import hashlib
+
+        h = hashlib.sha256(f"{h}|{extra_hash}".encode()).hexdigest()[:12]
     if force:
         _clear(output)
     stats_path = output / "stats.json"
@@ -299,8 +309,9 @@ def complete_stage(output: str, stage: str, config_hash: str, run_id: str, wall_
         import pyarrow.parquet as pq
 
         rows = {tag: sum(pq.read_metadata(f).num_rows for f in sorted((out / tag).glob("*.parquet")))
-                for tag in ("data", "removed") if (out / tag).exists()}
-    stats = summarize(out / LOGS, stage, rows)
+                for tag in ("data", "kept", "removed") if (out / tag).exists()}
+    main = MAIN_TAG.get(stage, "data")
+    stats = summarize(out / LOGS, stage, {**rows, "data": rows.get(main, 0)})
     llm_files = sorted((out / LOGS / "llm").glob("*.json"))
     if llm_files:
         from pipeline.llm.metrics import merge
@@ -308,7 +319,7 @@ def complete_stage(output: str, stage: str, config_hash: str, run_id: str, wall_
         stats["llm"] = merge([json.loads(f.read_text()) for f in llm_files])
     stats.update(
         stage=stage, complete=True, config_hash=config_hash, run_id=run_id, output=str(out),
-        shards=sorted(str(p.relative_to(out)) for p in (out / "data").glob("*.parquet")) if (out / "data").exists() else [],
+        shards=sorted(str(p.relative_to(out)) for p in (out / main).glob("*.parquet")) if (out / main).exists() else [],
         wall_time_s=round(wall_time, 3) if wall_time is not None else None, resumed=resumed,
     )
     if wall_time and not resumed:
@@ -405,5 +416,5 @@ def print_summary(stats: dict, printer=print) -> None:
             t.add_row(f"  LLM failures: {kind}", f"{n:,}")
         if llm.get("cost_usd") is not None:
             t.add_row("estimated cost", f"${llm['cost_usd']:,.2f}")
-    t.add_row("shards", f"{len(stats.get('shards', []))} in {stats.get('output')}/data")
+    t.add_row("shards", f"{len(stats.get('shards', []))} in {stats.get('output')}/{MAIN_TAG.get(stats.get('stage'), 'data')}")
     Console(stderr=False).print(t)

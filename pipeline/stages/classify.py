@@ -1,0 +1,250 @@
+"""``synthweb classify`` and ``synthweb filter``: quality scores on every document, then the cut.
+
+classify: each task streams its shards in chunks of ``classify.chunk_size`` documents; each
+classifier embeds a chunk in length-sorted, token-budgeted batches (bf16 autocast on a GPU) and adds
+``score`` (float) and ``int_score`` (0-5) from the first classifier, every classifier's score in
+``classifier_scores``, and, for an ensemble (Nemotron-CC), ``quality_bin`` and ``quality_bucket``:
+before the tasks, a sample is scored by every classifier and cut into ``classify.bins``
+token-weighted percentile bins per classifier (each bin holds about the same number of words); a
+document's ensemble bin is the highest of its bins, and the bucket is the label whose range holds it.
+
+filter: keeps documents with ``int_score`` (or ``score``) at or above the threshold, or in a bucket at
+or above the named one, in ``kept/``; every other document goes to ``removed/`` with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+from pipeline.config import Config
+from pipeline.errors import UserError
+from pipeline.llm.step import cpu_threads
+from pipeline.stages.base import StageContext
+
+CLASSIFY_FIELDS = [
+    pa.field("score", pa.float32()),
+    pa.field("int_score", pa.int8()),
+    pa.field("classifier", pa.string()),
+    pa.field("classifier_scores", pa.string()),  # JSON {classifier: score}
+    pa.field("quality_bins", pa.string()),  # JSON {classifier: bin}, ensemble only
+    pa.field("quality_bin", pa.int8()),  # ensemble: max over classifiers
+    pa.field("quality_bucket", pa.string()),
+]
+FILTER_REMOVED = CLASSIFY_FIELDS + [pa.field("filter_reason", pa.string()), pa.field("error_detail", pa.string())]
+
+
+def words(texts: list[str]) -> np.ndarray:
+    """Token weights for the percentile bins (whitespace words: proportional to tokens, and free)."""
+    return np.array([max(1, len(t.split())) for t in texts], dtype=np.float64)
+
+
+def weighted_edges(scores: np.ndarray, weights: np.ndarray, bins: int) -> list[float]:
+    """Score cut points so that each of ``bins`` bins holds about the same total weight."""
+    order = np.argsort(scores, kind="stable")
+    s, w = scores[order], weights[order]
+    cum = np.cumsum(w) / w.sum()
+    return [float(s[min(np.searchsorted(cum, q / bins, side="left"), len(s) - 1)]) for q in range(1, bins)]
+
+
+def bin_of(scores: np.ndarray, edges: list[float]) -> np.ndarray:
+    return np.searchsorted(np.asarray(edges), scores, side="right").astype(np.int8)
+
+
+def bucket_of(b: int, buckets: dict[str, int]) -> str:
+    label = next(iter(buckets))
+    for name, start in buckets.items():
+        if b >= start:
+            label = name
+    return label
+
+
+def load_classifiers(cfg: Config):
+    from classifiers.model import Classifier
+
+    c = cfg.classify
+    if not c.classifiers:
+        raise UserError("no classifier given: pass --classifier DIR (repeatable) or set classify.classifiers")
+    loaded = [Classifier.load(p, c.device) for p in c.classifiers]
+    names = [m.name for m in loaded]
+    if len(set(names)) != len(names):  # two folders with the same name: tell them apart by position
+        for i, m in enumerate(loaded):
+            m.name = f"{m.name}#{i}"
+    return loaded
+
+
+def fingerprints(cfg: Config) -> str:
+    """What the classifiers are (a retrained classifier makes earlier scores stale)."""
+    out = []
+    for folder in cfg.classify.classifiers:
+        try:
+            out.append(json.loads((Path(folder) / "config.json").read_text()).get("fingerprint") or folder)
+        except (OSError, ValueError):
+            out.append(folder)
+    return "|".join(out)
+
+
+def use_ensemble(cfg: Config) -> bool:
+    return cfg.classify.ensemble and len(cfg.classify.classifiers) > 1
+
+
+class ClassifyStep(PipelineStep):
+    name = "🏷 classify"
+    type = "🔢 - SCORER"
+
+    def __init__(self, cfg: Config, bins: dict | None, threads: int | None):
+        super().__init__()
+        self.cfg, self.bins, self.threads = cfg, bins, threads
+
+    def _score(self, chunk: list[Document]):
+        texts = [d.text for d in chunk]
+        results = [(m, *m.score(texts)) for m in self.models]
+        first, s0, i0 = results[0]
+        for k, doc in enumerate(chunk):
+            meta = doc.metadata
+            meta.update(score=float(s0[k]), int_score=int(i0[k]), classifier=first.name,
+                        classifier_scores=json.dumps({m.name: round(float(s[k]), 4) for m, s, _ in results}))
+            if self.bins:
+                per = {m.name: int(bin_of(s[k : k + 1], self.bins["edges"][m.name])[0]) for m, s, _ in results}
+                top = max(per.values())
+                meta.update(quality_bins=json.dumps(per), quality_bin=top,
+                            quality_bucket=bucket_of(top, self.cfg.classify.buckets))
+                self.stat_update(f"bucket_{meta['quality_bucket']}")
+            self.stat_update(f"int_score_{int(i0[k])}")
+            self.update_doc_stats(doc)
+            yield doc
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        self.models = load_classifiers(self.cfg)
+        chunk: list[Document] = []
+        for doc in data:
+            chunk.append(doc)
+            if len(chunk) >= self.cfg.classify.chunk_size:
+                with self.track_time(unit="chunk"):
+                    yield from self._score(chunk)
+                chunk = []
+        if chunk:
+            yield from self._score(chunk)
+
+
+def prepare_bins(ctx: StageContext, printer=print) -> dict | None:
+    """Ensemble bin edges per classifier from a sample (saved, and reused on a rerun)."""
+    cfg = ctx.cfg
+    if not use_ensemble(cfg):
+        return None
+    path = ctx.logging_dir / "ensemble_bins.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from pipeline.io.readers import make_reader
+    from pipeline.io.writer import _atomic_write_text
+
+    c = cfg.classify
+    reader = make_reader(ctx.plan, cfg.input.model_copy(update={"limit": c.sample_size}))
+    texts = [d.text for d in reader.run(None, rank=0, world_size=1)]
+    if not texts:
+        raise UserError(f"{cfg.input.source}: no documents to classify")
+    w = words(texts)
+    edges = {}
+    for m in load_classifiers(cfg):
+        s, _ = m.score(texts)
+        edges[m.name] = weighted_edges(s, w, c.bins)
+    bins = {"bins": c.bins, "sample": len(texts), "sample_words": int(w.sum()), "edges": edges, "buckets": c.buckets}
+    _atomic_write_text(path, json.dumps(bins, indent=2))
+    printer(f"classify: ensemble bins from {len(texts):,} sampled documents for {', '.join(edges)}")
+    return bins
+
+
+def build_classify(ctx: StageContext) -> list:
+    cfg = ctx.cfg
+    load_classifiers(cfg) if not use_ensemble(cfg) else None  # a broken classifier folder fails here, once
+    bins = prepare_bins(ctx)
+    return [
+        ctx.task_start(), ctx.reader(), ctx.progress(),
+        ClassifyStep(cfg, bins, cpu_threads(cfg)),
+        ctx.writer("data", "main", CLASSIFY_FIELDS),
+    ]
+
+
+# ------------------------------------------------------------------ filter
+
+
+class ThresholdFilter(PipelineStep):
+    name = "🔻 quality filter"
+    type = "🔻 - FILTER"
+
+    def __init__(self, cfg: Config, removed):
+        super().__init__()
+        self.f, self.buckets, self.removed = cfg.filter, cfg.classify.buckets, removed
+
+    def _verdict(self, doc: Document) -> str | None:
+        meta = doc.metadata
+        if self.f.bucket:
+            got = meta.get("quality_bucket")
+            if got is None:
+                raise UserError(f"record {doc.id}: no quality_bucket (classify with several classifiers first, or "
+                                "filter by --threshold)")
+            names = list(self.buckets)
+            if got not in names:
+                raise UserError(f"record {doc.id}: quality bucket {got!r} is not one of {', '.join(names)}")
+            if names.index(got) < names.index(self.f.bucket):
+                return f"bucket {got} below {self.f.bucket}"
+            return None
+        value = meta.get(self.f.column)
+        if value is None:
+            raise UserError(f"record {doc.id}: no {self.f.column} column (run synthweb classify first)")
+        if float(value) < self.f.threshold:
+            return f"{self.f.column} {float(value):g} < {self.f.threshold:g}"
+        return None
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        with self.removed:
+            for doc in data:
+                why = self._verdict(doc)
+                if why is None:
+                    self.stat_update("kept")
+                    self.update_doc_stats(doc)
+                    yield doc
+                    continue
+                self.stat_update("dropped")
+                self.stat_update("dropped_below_threshold" if not self.f.bucket else "dropped_below_bucket")
+                doc.metadata.update(filter_reason="below_bucket" if self.f.bucket else "below_threshold", error_detail=why)
+                self.removed.write(doc, rank=rank)
+
+
+def check_filter_input(cfg: Config, plan) -> None:
+    """Before any task: the input must carry the column the filter reads (names the file)."""
+    import pyarrow.parquet as pq
+
+    f = cfg.filter
+    if f.bucket and f.bucket not in cfg.classify.buckets:
+        raise UserError(f"filter.bucket {f.bucket!r} is not one of the buckets: {', '.join(cfg.classify.buckets)}")
+    if not f.bucket and f.threshold is None:
+        raise UserError("give filter.threshold (--threshold) or filter.bucket (--bucket)")
+    need = "quality_bucket" if f.bucket else f.column
+    for name in plan.files[:1]:
+        path = Path(name) if Path(name).exists() else Path(plan.root or "") / name
+        if path.suffix == ".parquet":
+            cols = pq.read_schema(path).names
+            if need not in cols:
+                raise UserError(f"{path}: no {need!r} column (columns: {', '.join(cols)}); run synthweb classify first")
+
+
+def build_filter(ctx: StageContext) -> list:
+    cfg = ctx.cfg
+    check_filter_input(cfg, ctx.plan)
+    return [
+        ctx.task_start(), ctx.reader(), ctx.progress(),
+        ThresholdFilter(cfg, ctx.writer("removed", "filter", FILTER_REMOVED)),
+        ctx.writer("kept", "main", CLASSIFY_FIELDS),
+    ]
