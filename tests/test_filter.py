@@ -27,7 +27,9 @@ def work(tmp_path_factory):
     files = sorted(need(LEGAL).glob("*.parquet"))[::5]  # 13 files: 1,300 rows, 1,050 distinct pages
     t = pa.concat_tables([pq.read_table(f, columns=["id", "url", "text", "score"]) for f in files])
     pq.write_table(t, tmp / "legal.parquet")
-    small = ["--set", "classifier.max_length=128", "--set", f"classifier.embedding_cache={tmp / 'emb'}"]
+    # 2 windows of 128 tokens: the averaging path, at a CI-sized cost (the default is 4 x 256)
+    small = ["--set", "classifier.max_length=128", "--set", "classifier.windows=2",
+             "--set", f"classifier.embedding_cache={tmp / 'emb'}"]
     r = synthweb("train-classifier", "--input", str(tmp / "legal.parquet"), "--label-column", "score",
                  "--output", str(tmp / "minilm"), *small, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -76,8 +78,8 @@ def test_fasttext_member(work):
 def test_binary_variant_on_human_labels(tmp_path):
     out = tmp_path / "human"
     r = synthweb("train-classifier", "--input", str(need(HUMAN)), "--label-column", "label", "--output", str(out),
-                 "--set", "classifier.max_length=128", "--set", f"classifier.embedding_cache={tmp_path / 'emb'}",
-                 timeout=900)
+                 "--set", "classifier.max_length=128", "--set", "classifier.windows=1",
+                 "--set", f"classifier.embedding_cache={tmp_path / 'emb'}", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["task"] == "binary" and m["threshold"] == 0.5 and len(m["confusion_matrix"]) == 2
