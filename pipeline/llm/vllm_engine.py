@@ -14,7 +14,7 @@ import os
 import time
 
 from pipeline.errors import UserError
-from pipeline.llm.engine import Engine, TokenizerMixin
+from pipeline.llm.engine import Engine, TokenizerMixin, continues
 from pipeline.llm.models import resolve_model
 from pipeline.llm.types import Output, Request, Result
 
@@ -85,7 +85,14 @@ class VLLMEngine(TokenizerMixin, Engine):
 
     def _run(self, requests: list[Request], prompt_tokens: list[int | None]) -> list[Result]:
         t0 = time.monotonic()
-        outs = self.llm.chat([r.messages for r in requests], [self._sampling(r) for r in requests], use_tqdm=False)
+        outs: list = [None] * len(requests)
+        for cont in (False, True):  # prefilled requests (a final assistant message) continue it
+            idx = [i for i, r in enumerate(requests) if continues(r.messages) == cont]
+            if idx:
+                got = self.llm.chat([requests[i].messages for i in idx], [self._sampling(requests[i]) for i in idx],
+                                    use_tqdm=False, add_generation_prompt=not cont, continue_final_message=cont)
+                for i, o in zip(idx, got):
+                    outs[i] = o
         latency = time.monotonic() - t0
         results = []
         for req, ro in zip(requests, outs):

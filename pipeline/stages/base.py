@@ -211,6 +211,7 @@ STAGE_SECTIONS = {
     "seeds": ("run", "input", "executor", "writer", "seeds"),
     "infer": ("run", "input", "executor", "writer", "llm", "infer"),
     "generate": ("run", "input", "executor", "writer", "llm", "encoder", "generate"),
+    "rephrase": ("run", "input", "executor", "writer", "llm", "encoder", "rephrase", "classify"),
     "annotate": ("run", "input", "executor", "writer", "llm", "annotate"),
     "classify": ("run", "input", "executor", "writer", "classify"),
     "filter": ("run", "input", "executor", "writer", "filter"),

@@ -1,0 +1,459 @@
+"""``synthweb rephrase``: web pages rewritten by the LLM in WRAP and Nemotron-CC styles.
+
+Each page is cut into chunks that fit a style's input budget (paragraphs, then lines, then
+sentences; a single sentence over the budget is dropped and counted, never cut mid-way), counted
+with the generator's own tokenizer. A page's styles come from its quality (``quality_bucket`` from
+an ensemble classify run, else ``int_score``) through ``rephrase.routing``; a page without scores
+draws from ``rephrase.mix``. Every (chunk, style) is one request; the reply is cleaned (expected
+prefix, markdown fences, stray quotes), QA styles must hold Question/Answer pairs, and a
+faithfulness check drops rephrases whose embedding is far from their source chunk. Everything
+dropped goes to ``removed/`` with its reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from datatrove.data import Document
+
+from pipeline.config import Config
+from pipeline.errors import UserError
+from pipeline.llm.engine import sampling_for
+from pipeline.llm.step import LLMStep, cpu_threads
+from pipeline.llm.types import Request
+from pipeline.prompts import load_yaml, template
+from pipeline.stages.base import StageContext
+
+REPHRASE_FIELDS = [
+    pa.field("kind", pa.string()),  # actual (the source page) | synthetic
+    pa.field("style", pa.string()),
+    pa.field("source_id", pa.string()),
+    pa.field("source_url", pa.string()),
+    pa.field("chunk_index", pa.int32()),
+    pa.field("chunks_in_source", pa.int32()),
+    pa.field("source_chunk", pa.string()),
+    pa.field("source_tokens", pa.int32()),
+    pa.field("dropped_source_tokens", pa.int32()),  # tokens of sentences over the budget, left out of every chunk
+    pa.field("routed_by", pa.string()),  # quality_bucket | int_score | mix
+    pa.field("source_score", pa.float32()),
+    pa.field("source_int_score", pa.int32()),
+    pa.field("source_bucket", pa.string()),
+    pa.field("similarity", pa.float32()),
+    pa.field("qa_pairs", pa.int32()),
+    pa.field("prompt_hash", pa.string()),
+    pa.field("template", pa.string()),
+    pa.field("model", pa.string()),
+    pa.field("engine", pa.string()),
+    pa.field("sampling", pa.string()),
+    pa.field("prompt_tokens", pa.int32()),
+    pa.field("completion_tokens", pa.int32()),
+    pa.field("text_tokens", pa.int32()),
+    pa.field("finish_reason", pa.string()),
+]
+REMOVED_FIELDS = REPHRASE_FIELDS + [
+    pa.field("filter_reason", pa.string()),
+    pa.field("error_detail", pa.string()),
+    pa.field("raw_reply", pa.string()),
+]
+
+_SENTENCE = re.compile(r"(?<=[.!?…])\s+")
+_QA = re.compile(r"Question\s*:\s*(?P<q>.+?)\s*Answer\s*:\s*(?P<a>.*?)(?=\s*Question\s*:|\Z)", re.S | re.I)
+_FENCE = re.compile(r"^```[\w-]*\s*\n(?P<body>.*?)\n?```\s*$", re.S)
+_QUOTES = {'"': '"', "'": "'", "“": "”", "«": "»"}
+
+
+# ------------------------------------------------------------------ styles
+
+
+@dataclass(frozen=True)
+class Style:
+    name: str
+    template: str
+    system: str
+    prefix: str
+    input_tokens: int
+    max_tokens: int
+    keep_prefix: bool = False
+    qa: bool = False
+    append_to_source: bool = False
+    words_per_pair: int = 60
+
+
+def load_styles(cfg: Config) -> dict[str, Style]:
+    """The styles of prompts/rephrase/styles.yaml with the config's budgets over their defaults; every
+    style the config names must exist (an unknown name is an error listing the known ones)."""
+    r = cfg.rephrase
+    raw = load_yaml("rephrase", "styles.yaml", r.prompts_dir)
+    known = sorted(raw)
+    styles = {}
+    for name, spec in raw.items():
+        try:
+            budget = r.budgets.get(name)
+            spec = {**spec, **({k: v for k, v in budget.model_dump().items() if v is not None} if budget else {})}
+            styles[name] = Style(name=name, **spec)
+        except TypeError as e:
+            raise UserError(f"prompts/rephrase/styles.yaml: style {name!r}: {e}") from None
+    named = [("rephrase.mix", s) for s in r.mix] + [(f"rephrase.routing.{k}", s) for k, v in r.routing.items() for s in v] \
+        + [("rephrase.budgets", s) for s in r.budgets]
+    for where, s in named:
+        if s not in styles:
+            import difflib
+
+            close = difflib.get_close_matches(s, known, n=1)
+            raise UserError(f"{where}: unknown rephrase style {s!r} (known: {', '.join(known)})"
+                            + (f"; did you mean {close[0]!r}?" if close else ""))
+    for s in styles.values():
+        template("rephrase", s.template, r.prompts_dir)  # a missing or broken template fails before any model loads
+    return styles
+
+
+# ------------------------------------------------------------------ chunking
+
+
+def segments(text: str, budget: int, count) -> tuple[list[tuple[str, int]], int]:
+    """Pieces of ``text`` that fit ``budget`` tokens each: paragraphs, split into lines and then into
+    sentences only where needed. Returns (piece, tokens) pairs and the tokens of pieces dropped because
+    a single sentence is over the budget."""
+    out: list[tuple[str, int]] = []
+    dropped = 0
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    todo = [(p, 0) for p in paragraphs]
+    counts = count([p for p, _ in todo])
+    stack = list(zip(todo, counts))[::-1]
+    while stack:
+        (piece, depth), n = stack.pop()
+        if n <= budget:
+            out.append((piece, n))
+            continue
+        if depth == 0:
+            parts = [x.strip() for x in piece.split("\n") if x.strip()]
+        elif depth == 1:
+            parts = [x.strip() for x in _SENTENCE.split(piece) if x.strip()]
+        else:
+            parts = []
+        if len(parts) <= 1 and depth < 2:  # nothing to split at this level: try the next one
+            stack.append(((piece, depth + 1), n))
+            continue
+        if not parts:
+            dropped += n
+            continue
+        stack.extend(list(zip([(p, depth + 1) for p in parts], count(parts)))[::-1])
+    return out, dropped
+
+
+def chunk_text(text: str, budget: int, count, sep: str = "\n\n") -> tuple[list[tuple[str, int]], int]:
+    """Consecutive segments joined greedily up to ``budget`` tokens: [(chunk, tokens)], dropped tokens."""
+    segs, dropped = segments(text, budget, count)
+    sep_tokens = count([sep])[0] if segs else 0
+    chunks: list[list[tuple[str, int]]] = []
+    size = 0
+    for seg, n in segs:
+        if chunks and size + sep_tokens + n <= budget:
+            chunks[-1].append((seg, n))
+            size += sep_tokens + n
+        else:
+            chunks.append([(seg, n)])
+            size = n
+    joined = [sep.join(s for s, _ in c) for c in chunks]
+    exact = count(joined) if joined else []
+    out = []
+    for c, text_c, n in zip(chunks, joined, exact):
+        if n > budget and len(c) > 1:  # tokenisation across a join differed: split this one in two
+            half = len(c) // 2
+            for part in (c[:half], c[half:]):
+                t = sep.join(s for s, _ in part)
+                out.append((t, count([t])[0]))
+        else:
+            out.append((text_c, n))
+    return out, dropped
+
+
+def token_counter(tokenizer):
+    def count(texts: list[str]) -> list[int]:
+        if not texts:
+            return []
+        return [len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    return count
+
+
+# ------------------------------------------------------------------ replies
+
+
+def clean_reply(text: str, style: Style, prefilled: bool) -> tuple[str | None, str | None]:
+    """(cleaned text, None) or (None, reason). Strips markdown fences, stray wrapping quotes and the
+    expected prefix (a prefilled reply that repeats it too); without prefill, a reply missing its
+    prefix returns the reason ``missing_prefix``."""
+    t = text.strip()
+    m = _FENCE.match(t)
+    if m:
+        t = m.group("body").strip()
+    pre = style.prefix.strip()
+    for attempt in range(2):  # a prefilled reply sometimes repeats its prefix
+        bare = re.sub(r"^[*_#>\s]+", "", t)  # "**Question:**", "## Here is ..."
+        if bare.lower().startswith(pre.lower()):
+            t = bare[len(pre):].lstrip("*_ :\t").strip()
+        elif attempt == 0 and not prefilled:
+            return None, "missing_prefix"
+        else:
+            break
+    if len(t) >= 2 and t[0] in _QUOTES and t[-1] == _QUOTES[t[0]] and t[0] not in t[1:-1]:
+        t = t[1:-1].strip()
+    if style.keep_prefix:
+        t = f"{pre} {t}".strip()
+    return t, None
+
+
+def qa_pairs(text: str) -> list[tuple[str, str]]:
+    """The complete Question/Answer pairs of a reply (an unanswered question is not a pair)."""
+    pairs = []
+    for m in _QA.finditer(text):
+        q, a = m.group("q").strip(" \t\n*_"), m.group("a").strip(" \t\n*_")
+        if q and a and "\n\n" not in q:  # a question that runs on over paragraphs is not one
+            pairs.append((q, a))
+    return pairs
+
+
+def format_pairs(pairs: list[tuple[str, str]]) -> str:
+    return "\n\n".join(f"Question: {q}\nAnswer: {a}" for q, a in pairs)
+
+
+# ------------------------------------------------------------------ the step
+
+
+class RephraseStep(LLMStep):
+    name = "🤖 rephrase"
+
+    def __init__(self, cfg: Config, output: str, failures=None, threads=None):
+        super().__init__(cfg.llm, cfg.run.seed, output, failures, threads)
+        self.cfg, self.r = cfg, cfg.rephrase
+        self.styles = load_styles(cfg)
+        self._count = None
+        self._encoder = None
+
+    def _counter(self, engine):
+        if self._count is None:
+            tok = None
+            if self.r.tokenizer:
+                from transformers import AutoTokenizer
+
+                from pipeline.llm.models import resolve_model
+
+                try:
+                    tok = AutoTokenizer.from_pretrained(resolve_model(self.r.tokenizer, self.llm.model_cache_dir))
+                except OSError as e:
+                    raise UserError(f"rephrase.tokenizer {self.r.tokenizer!r}: cannot load it ({str(e).splitlines()[0]})") from None
+            else:
+                tok = getattr(engine, "tokenizer", None)
+            if tok is None:
+                raise UserError("rephrase counts its budgets in the generator's tokens, but this backend has no "
+                                "local tokenizer: set rephrase.tokenizer to the model's Hub ID or a local folder")
+            self._count = token_counter(tok)
+        return self._count
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        if self._encoder is None:
+            from pipeline.embed import Encoder
+
+            e = self.cfg.encoder
+            self._encoder = Encoder(e.model, e.device, e.batch_size, e.max_chars)
+        return self._encoder.encode(texts)
+
+    def route(self, doc: Document) -> tuple[list[str], str]:
+        """The styles of a page and what chose them."""
+        meta, r = doc.metadata, self.r
+        if r.route_by == "auto":
+            bucket = meta.get("quality_bucket")
+            if bucket is not None:
+                if bucket not in r.routing:
+                    raise UserError(f"document {doc.id}: quality bucket {bucket!r} has no entry in rephrase.routing "
+                                    f"(mapped: {', '.join(k for k in r.routing if not k.isdigit())})")
+                return list(r.routing[bucket]), "quality_bucket"
+            score = meta.get("int_score")
+            if score is None and isinstance(meta.get("score"), (int, float)):  # e.g. an LLM-scored set with score only
+                score = min(5, max(0, int(float(meta["score"]) + 0.5)))
+            if score is not None:
+                key = str(int(score))
+                if key not in r.routing:
+                    raise UserError(f"document {doc.id}: int_score {key} has no entry in rephrase.routing")
+                return list(r.routing[key]), "int_score"
+        return [], "mix"
+
+    def _mix(self, doc_id: str, k: int) -> list[str]:
+        rng = random.Random(f"{self.run_seed}:{doc_id}:{k}")
+        names = [s for s, w in self.r.mix.items() if w > 0]
+        weights = [self.r.mix[s] for s in names]
+        picked: list[str] = []
+        while names and len(picked) < self.r.styles_per_chunk:
+            s = rng.choices(names, weights=weights, k=1)[0]
+            i = names.index(s)
+            names.pop(i), weights.pop(i)
+            picked.append(s)
+        return picked
+
+    def _sampling(self, style: Style, rid: str):
+        return sampling_for(self.llm, rid, self.run_seed, max_tokens=style.max_tokens)
+
+    def _drop(self, doc: Document, reason: str, detail: str = "", raw: str | None = None) -> None:
+        self.stat_update("dropped")
+        self.stat_update(f"dropped_{reason}")
+        if self.failures is not None:
+            doc.metadata.update(filter_reason=reason, error_detail=detail[:2000], raw_reply=raw)
+            self.failures.write(doc, rank=self._rank)
+
+    def _plan(self, engine, doc: Document) -> tuple[list[tuple[Document, Style, Request]], Document | None]:
+        """The requests of one page, and the page itself as an 'actual' row."""
+        count = self._counter(engine)
+        meta = doc.metadata
+        src = {"source_id": str(doc.id), "source_url": meta.get("url"), "source_score": meta.get("score"),
+               "source_int_score": meta.get("int_score"), "source_bucket": meta.get("quality_bucket"),
+               "history": meta.get("history"), "url": meta.get("url")}
+        if not doc.text.strip():
+            self._drop(Document(text=doc.text, id=str(doc.id), metadata={**src, "kind": "actual"}), "empty_document")
+            return [], None
+        routed, how = self.route(doc)
+        src["routed_by"] = how
+        actual = None
+        if self.r.keep_actual:
+            actual = Document(text=doc.text, id=str(doc.id), metadata={**src, "kind": "actual", "source": meta.get("source")})
+        by_budget: dict[int, tuple[list, int]] = {}
+        plan = []
+        candidates = sorted(set(routed)) if how != "mix" else [s for s, w in self.r.mix.items() if w > 0]
+        for style_name in candidates:
+            style = self.styles[style_name]
+            if style.input_tokens not in by_budget:
+                by_budget[style.input_tokens] = chunk_text(doc.text, style.input_tokens, count)
+                self.stat_update("chunks", value=len(by_budget[style.input_tokens][0]))
+                if by_budget[style.input_tokens][1]:
+                    self.stat_update("source_tokens_dropped_over_budget", value=by_budget[style.input_tokens][1])
+            chunks, dropped = by_budget[style.input_tokens]
+            limit = self.r.max_chunks_per_doc or len(chunks)
+            for k, (chunk, n) in enumerate(chunks[:limit]):
+                if how == "mix" and style_name not in self._mix(str(doc.id), k):
+                    continue
+                rid = f"{doc.id}/rephrase/{style_name}/{k}"
+                prompt = template("rephrase", style.template, self.r.prompts_dir).render(text=chunk, prefix=style.prefix)
+                messages = [{"role": "system", "content": style.system}, {"role": "user", "content": prompt}]
+                if self.r.prefill:
+                    messages.append({"role": "assistant", "content": style.prefix})
+                m = {**src, "kind": "synthetic", "style": style_name, "chunk_index": k, "chunks_in_source": len(chunks),
+                     "source_chunk": chunk, "source_tokens": n, "dropped_source_tokens": dropped,
+                     "prompt_hash": hashlib.sha256(json.dumps(messages).encode()).hexdigest()[:16],
+                     "template": f"rephrase/{style.template}.j2", "source": "synthweb/rephrase"}
+                plan.append((Document(text="", id=rid, metadata=m), style,
+                             Request(rid, messages, self._sampling(style, rid))))
+        if not plan and how != "mix":
+            self.stat_update("routed_to_no_style")
+        return plan, actual
+
+    def _flush(self, engine, chunk: list[Document]):
+        planned, actuals = [], []
+        for doc in chunk:
+            self.stat_update("documents")
+            p, actual = self._plan(engine, doc)
+            planned.extend(p)
+            if actual is not None:
+                actuals.append(actual)
+        results = engine.generate([req for _, _, req in planned]) if planned else []
+        count = self._counter(engine)
+        kept: list[tuple[Document, str]] = []  # (row, the generated part for the similarity check)
+        for (row, style, req), res in zip(planned, results):
+            self.stat_update("requests")
+            self.stat_update(f"requests_{style.name}")
+            if res.cached:
+                self.stat_update("cache_hits")
+            row.metadata.update(model=res.model, engine=res.engine, prompt_tokens=res.prompt_tokens,
+                                completion_tokens=res.completion_tokens,
+                                sampling=json.dumps(req.sampling.as_dict()),
+                                finish_reason=res.outputs[0].finish_reason if res.outputs else None)
+            if res.error:
+                self._drop(row, f"llm_{res.error}", res.error_detail or "", res.text or None)
+                continue
+            raw = res.outputs[0].text
+            text, why = clean_reply(style.prefix + raw if self.r.prefill else raw, style, self.r.prefill)
+            if why:
+                self._drop(row, why, f"the reply does not start with {style.prefix!r}", raw)
+                continue
+            generated = text
+            if style.qa:
+                pairs = qa_pairs(text)
+                if not pairs:
+                    self._drop(row, "no_qa_pairs", "no complete 'Question: ... Answer: ...' pair in the reply", raw)
+                    continue
+                if style.append_to_source:  # Nemotron-CC: a number of pairs in proportion to the source's length
+                    keep = max(1, math.ceil(len(row.metadata["source_chunk"].split()) / style.words_per_pair))
+                    pairs = pairs[:keep]
+                generated = format_pairs(pairs)
+                text = f"{row.metadata['source_chunk']}\n\n{generated}" if style.append_to_source else generated
+                row.metadata["qa_pairs"] = len(pairs)
+            row.text = text
+            row.metadata["text_tokens"] = count([text])[0]
+            if count([generated])[0] < self.r.min_tokens:
+                self._drop(row, "too_short", f"fewer than {self.r.min_tokens} tokens", raw)
+                continue
+            kept.append((row, generated))
+        if kept:
+            src = self._embed([r.metadata["source_chunk"] for r, _ in kept])
+            gen = self._embed([g for _, g in kept])
+            sims = np.sum(src * gen, axis=1) / (np.linalg.norm(src, axis=1) * np.linalg.norm(gen, axis=1) + 1e-9)
+        for (row, _), sim in zip(kept, sims if kept else []):
+            row.metadata["similarity"] = round(float(sim), 4)
+            if sim < self.r.min_similarity:
+                self._drop(row, "low_similarity", f"cosine {sim:.3f} to the source chunk < rephrase.min_similarity "
+                           f"{self.r.min_similarity:g} (likely off-topic or hallucinated)")
+                continue
+            self.stat_update(f"kept_{row.metadata['style']}")
+            self.update_doc_stats(row)
+            yield row
+        for actual in actuals:
+            self.stat_update("kept_actual")
+            yield actual
+
+
+def build(ctx: StageContext) -> list:
+    from pipeline.io.readers import make_reader
+
+    cfg = ctx.cfg
+    load_styles(cfg)  # unknown styles and broken templates fail before any model is loaded
+    limit = cfg.rephrase.limit or cfg.input.limit
+    reader = make_reader(ctx.plan, cfg.input.model_copy(update={"limit": limit}))
+    if limit and ctx.plan.total_hint:
+        ctx.plan.total_hint = min(ctx.plan.total_hint, limit)
+    return [
+        ctx.task_start(), reader, ctx.progress(),
+        RephraseStep(cfg, str(ctx.output), ctx.writer("removed", "failures", REMOVED_FIELDS), cpu_threads(cfg)),
+        ctx.writer("data", "main", REPHRASE_FIELDS),
+    ]
+
+
+def report(data_dir) -> dict:
+    """Rows, mean length, similarity and QA pairs per style, from the written shards."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(data_dir).glob("*.parquet"))
+    if not files:
+        return {"rows": 0, "by_style": {}}
+    t = pa.concat_tables([pq.read_table(f, columns=["kind", "style", "text_tokens", "similarity", "qa_pairs"]) for f in files])
+    rows = t.to_pylist()
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["style"] or "actual", []).append(r)
+    out = {}
+    for style, rs in sorted(by.items()):
+        sims = [r["similarity"] for r in rs if r["similarity"] is not None]
+        toks = [r["text_tokens"] for r in rs if r["text_tokens"] is not None]
+        out[style] = {"rows": len(rs), "mean_text_tokens": float(np.mean(toks)) if toks else 0.0,
+                      "mean_similarity": round(float(np.mean(sims)), 4) if sims else None}
+        pairs = [r["qa_pairs"] for r in rs if r["qa_pairs"] is not None]
+        if pairs:
+            out[style]["mean_qa_pairs"] = round(float(np.mean(pairs)), 2)
+    return {"rows": len(rows), "by_style": out}
