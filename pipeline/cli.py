@@ -78,6 +78,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         if prep.exists():
             stats["prepare"] = json.loads(prep.read_text())
         _atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
+    _audit_line(stats, cfg)
     d = stats.get("diversity", {})
     if d.get("generations"):
         print(f"diversity: {d['generations']} generations; audiences {d['by_audience']}; formats {d['by_format']}; "
@@ -114,6 +115,23 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_line(stats: dict, cfg) -> None:
+    """The synthetic-text audit of a finished LLM stage, kept in its stats.json and printed."""
+    import json
+    from pathlib import Path
+
+    from pipeline.io.writer import _atomic_write_text
+    from pipeline.stages import audit
+
+    out = Path(cfg.run.output)
+    if stats.get("complete") and stats.get("records_out") and "audit" not in stats:
+        stats["audit"] = audit.Auditor(cfg.audit).texts(
+            [t for f in sorted((out / "data").glob("*.parquet")) for t in audit.pq.read_table(f, columns=["text"]).column("text").to_pylist()])
+        _atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
+    if stats.get("audit", {}).get("documents"):
+        print(audit.summary_line(stats["audit"]))
+
+
 def _cmd_rephrase(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -133,12 +151,54 @@ def _cmd_rephrase(args: argparse.Namespace) -> int:
     if stats.get("complete") and "rephrase" not in stats:
         stats["rephrase"] = rephrase.report(out / "data")
         _atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
+    _audit_line(stats, cfg)
     for style, m in stats.get("rephrase", {}).get("by_style", {}).items():
         print(f"rephrase: {style}: {m['rows']} rows, {m['mean_text_tokens']:.0f} tokens on average"
               + (f", similarity to the source {m['mean_similarity']:.2f}" if m.get("mean_similarity") is not None else ""))
     if stats.get("complete") and stats.get("records_out", 0) == 0:
         raise UserError(f"rephrase produced nothing (see {out}/removed and stats.json for the reasons)")
     print(f"wrote {cfg.run.output}")
+    return 0
+
+
+def _cmd_decontaminate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from pipeline.io.writer import _atomic_write_text
+    from pipeline.stages import decontaminate
+    from pipeline.stages.base import run_stage
+
+    if args.benchmarks:
+        args.overrides.append("decontaminate.benchmarks=" + json.dumps(args.benchmarks))
+    cfg = _config(args)
+    stats = run_stage("decontaminate", cfg, decontaminate.build, force=args.force, progress=not args.no_progress)
+    out = Path(cfg.run.output)
+    if stats.get("complete"):
+        rep = decontaminate.report(out, cfg)
+        _atomic_write_text(out / "report.json", json.dumps(rep, indent=2))
+        for name, b in rep["benchmarks"].items():
+            print(f"decontaminate: {name}: {b['hits']} documents hit, {b['unique_items']} distinct items")
+    print(f"wrote {cfg.run.output}")
+    return 0
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.config import load_config
+    from pipeline.stages import audit
+
+    if not args.input:
+        raise UserError("audit needs --input: a run folder or a folder of Parquet shards")
+    cfg = load_config(args.config, args.overrides)
+    r = audit.audit(args.input, cfg.audit, args.text_column)
+    out = Path(args.output) if args.output else Path(args.input) / "audit.json"
+    audit.write(r, out)
+    print(audit.summary_line(r))
+    for stage, s in r["by_stage"].items():
+        print(f"  {stage}: " + audit.summary_line(s).removeprefix("audit: "))
+    print(f"wrote {out}")
     return 0
 
 
@@ -247,6 +307,32 @@ def build_parser() -> argparse.ArgumentParser:
                    "(e.g. wrap_medium,diverse_qa)")
     _common(p)
     p.set_defaults(func=_cmd_rephrase)
+
+    p = sub.add_parser(
+        "decontaminate", help="documents -> the same without those that contain benchmark items",
+        description="Index the benchmark items (--benchmarks: files, folders or hf:NAME[:CONFIG]:SPLIT) by word "
+        "n-grams, confirm candidate documents by sequence similarity, and write OUTPUT/data (clean), "
+        "OUTPUT/removed (contaminated, naming the benchmark and item) and OUTPUT/report.json (hits per benchmark).",
+    )
+    p.add_argument("--input", "-i", help="documents to check")
+    p.add_argument("--output", "-o", help="output folder (sets run.output)")
+    p.add_argument("--benchmarks", action="append", metavar="FILE_OR_DIR", help="benchmark file, folder or hf:NAME:SPLIT (repeatable)")
+    _common(p)
+    p.set_defaults(func=_cmd_decontaminate)
+
+    p = sub.add_parser(
+        "audit", help="shards -> signs of synthetic text per shard and per stage (proxy phrases, refusals, openings)",
+        description="Read every Parquet shard under --input and report, overall, per stage (the last entry of each "
+        "row's history) and per shard: mean length, the share of documents with LLM proxy phrases (audit.phrases) "
+        "and their rate per 1,000 words, the refusal rate, and the share of the most common openings. Writes "
+        "audit.json (in --input, or --output) and prints a summary.",
+    )
+    p.add_argument("--input", "-i", help="a run folder or a folder of Parquet shards")
+    p.add_argument("--output", "-o", help="where to write the JSON (default INPUT/audit.json)")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--config", "-c", default=None, help="YAML config (default: configs/default.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_audit)
 
     p = sub.add_parser(
         "annotate", help="documents -> LLM educational scores 0-5 with justifications",

@@ -455,6 +455,31 @@ class RephraseConfig(Strict):
         return v
 
 
+class AuditConfig(Strict):
+    """``synthweb audit`` and the audit line of generate/rephrase: signs of synthetic text."""
+
+    phrases: list[str] = ["as an AI language model", "delve", "tapestry", "it is important to note",
+                          "it's important to note", "in conclusion", "testament to", "in today's fast-paced world",
+                          "navigate the complexities", "embark on a journey", "multifaceted",
+                          "I hope this helps"]  # matched case-insensitively at a word start ("delve" finds "delves")
+    refusals: list[str] = [r"\bI(?: am|'m) (?:sorry|unable|not able)\b", r"\bI can(?:no|')t (?:help|assist|provide|fulfil)",
+                           r"\bas an AI\b"]  # regexes, looked for in the first 400 characters
+    opening_words: int = Field(default=3, ge=1)
+    top_openings: int = Field(default=20, ge=1)
+
+
+class DecontaminateConfig(Strict):
+    """``synthweb decontaminate``: documents containing benchmark items are removed (or flagged)."""
+
+    benchmarks: list[str] = []  # files, folders of them, or hf:NAME[:CONFIG]:SPLIT
+    columns: list[str] = []  # text columns of files in another layout (joined), e.g. [question, answer]
+    ngram: int = Field(default=10, ge=3)  # word n-grams on normalised text
+    min_overlap: float = Field(default=0.5, gt=0, le=1)  # matched share of the item's characters to confirm
+    min_item_words: int = Field(default=8, ge=1)  # shorter items are not indexed (too generic to judge)
+    action: Literal["remove", "flag"] = "remove"
+    examples: int = Field(default=5, ge=0)  # per benchmark, in report.json
+
+
 class ClassifierConfig(Strict):
     """``synthweb train-classifier``: a BERT-style encoder with a regression (or binary) head."""
 
@@ -526,6 +551,8 @@ class Config(Strict):
     generate: GenerateConfig = GenerateConfig()
     rephrase: RephraseConfig = RephraseConfig()
     annotate: AnnotateConfig = AnnotateConfig()
+    decontaminate: DecontaminateConfig = DecontaminateConfig()
+    audit: AuditConfig = AuditConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     classify: ClassifyConfig = ClassifyConfig()
     filter: FilterConfig = FilterConfig()

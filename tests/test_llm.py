@@ -93,6 +93,22 @@ def test_sampling_parameters_take_effect(tmp_path):
         e.close()
 
 
+def test_a_final_assistant_message_is_continued(engine):
+    """Prefill (rephrase prefixes): the prompt ends with the assistant's words, not a new turn."""
+    cfg = engine.cfg
+    user = {"role": "user", "content": "Write a question about the water cycle and answer it."}
+    pre = {"role": "assistant", "content": "Question: What"}
+    rendered = engine.render([user, pre])
+    assert rendered.rstrip().endswith("Question: What") and rendered.count("<|im_start|>assistant") == 1
+    plain, cont = engine.generate([
+        Request("plain", [user], sampling_for(cfg, "plain", 3, temperature=0.0, max_tokens=12)),
+        Request("cont", [user, pre], sampling_for(cfg, "cont", 3, temperature=0.0, max_tokens=12)),
+    ])
+    assert plain.error is None and cont.error is None
+    assert cont.prompt_tokens == engine.count_tokens([user, pre]) > plain.prompt_tokens
+    assert not cont.text.lstrip().startswith("Question: What") and cont.text != plain.text
+
+
 def test_choice_constrained_decoding_returns_only_a_choice(engine):
     cfg = engine.cfg
     fmt = {"type": "choice", "choices": ["yes", "no", "maybe"]}

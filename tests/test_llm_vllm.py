@@ -69,6 +69,18 @@ def test_vllm_constrained_decoding(engine):
     assert results[1].error is None and 0 <= results[1].outputs[0].parsed["score"] <= 5
 
 
+def test_vllm_continues_a_final_assistant_message(engine):
+    cfg = engine.cfg
+    user = {"role": "user", "content": "Write a question about the water cycle and answer it."}
+    pre = {"role": "assistant", "content": "Question: What"}
+    plain, cont = engine.generate([
+        Request("p", [user], sampling_for(cfg, "p", 3, temperature=0.0, max_tokens=12)),
+        Request("c", [user, pre], sampling_for(cfg, "c", 3, temperature=0.0, max_tokens=12)),
+    ])
+    assert plain.error is None and cont.error is None and cont.prompt_tokens > plain.prompt_tokens
+    assert not cont.text.lstrip().startswith("Question: What") and cont.text != plain.text
+
+
 def test_vllm_long_prompt_is_truncated_to_the_window(engine):
     text = " ".join(p["text"] for p in real_pages(10, 3000))
     (r,) = engine.generate([ask(engine.cfg, "long", "Summarise: " + text)])

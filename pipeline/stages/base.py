@@ -214,6 +214,7 @@ STAGE_SECTIONS = {
     "rephrase": ("run", "input", "executor", "writer", "llm", "encoder", "rephrase", "classify"),
     "annotate": ("run", "input", "executor", "writer", "llm", "annotate"),
     "classify": ("run", "input", "executor", "writer", "classify"),
+    "decontaminate": ("run", "input", "executor", "writer", "decontaminate"),
     "filter": ("run", "input", "executor", "writer", "filter"),
 }
 # the folder of a stage's main output (filter writes kept/ beside removed/)

@@ -1,0 +1,100 @@
+"""Decontamination on real pages with real benchmark items planted in them (whole and lightly
+paraphrased), every benchmark layout of ../shared/data/benchmarks, and the bad inputs."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from pipeline.errors import UserError
+from pipeline.stages.decontaminate import benchmark_files, load_benchmark
+from tests.conftest import SHARED, load_stats, need, read_rows, real_pages, synthweb
+
+BENCH = SHARED / "benchmarks"
+
+
+def paraphrase(text: str) -> str:
+    """Lightly: lower case, punctuation gone, one word near the end replaced."""
+    words = [w.strip(".,;:?!\"'") for w in text.lower().split()]
+    words[-2] = "something"
+    return " ".join(w for w in words if w)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    need(BENCH)
+    rng = random.Random(7)
+    items = {b: [it for it in load_benchmark(str(BENCH / f"{b}.jsonl")) if len(it.text.split()) >= 16]
+             for b in ("arc_easy", "piqa")}
+    pages = real_pages(60, 3000)
+    docs, truth = [], {}
+    for i, p in enumerate(pages):
+        text = p["text"]
+        if i < 20:
+            bench = "arc_easy" if i % 2 else "piqa"
+            item = rng.choice(items[bench])
+            body = item.text if i < 10 else paraphrase(item.text)
+            cut = len(text) // 2
+            text = f"{text[:cut]}\n{body}\n{text[cut:]}"
+            truth[p["id"]] = (bench, item.key)
+        docs.append({"id": p["id"], "text": text})
+    docs += [{"id": "no-words", "text": "!!! ??? ..."}, {"id": "greek", "text": "Η φωτοσύνθεση είναι η διαδικασία " * 20}]
+    d = tmp_path_factory.mktemp("decont")
+    (d / "docs.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in docs))
+    out = d / "out"
+    r = synthweb("decontaminate", "--input", str(d / "docs.jsonl"), "--output", str(out), "--benchmarks", str(BENCH),
+                 "--set", "executor.tasks=2", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, truth, len(docs), r
+
+
+def test_planted_items_are_found_and_clean_pages_kept(planted):
+    out, truth, n, _ = planted
+    removed = {r["id"]: r for r in read_rows(out / "removed")}
+    kept = {r["id"] for r in read_rows(out / "data")}
+    assert set(removed) == set(truth), "every planted page (whole or paraphrased) is caught, no clean page is"
+    assert len(kept) == n - len(truth)
+    for doc_id, (bench, key) in truth.items():
+        r = removed[doc_id]
+        assert (r["contamination_benchmark"], r["contamination_item"]) == (bench, key)
+        assert r["filter_reason"] == "contaminated" and 0.5 <= r["contamination_overlap"] <= 1
+    assert {"no-words", "greek"} <= kept  # odd text passes through
+
+
+def test_report_counts_hits_per_benchmark(planted):
+    out, truth, _, r = planted
+    rep = json.loads((out / "report.json").read_text())
+    assert set(rep["benchmarks"]) >= {"arc_easy", "piqa", "hellaswag_val_full", "winogrande", "lambada_openai", "boolq"}
+    for bench in ("arc_easy", "piqa"):
+        planted_here = [k for b, k in truth.values() if b == bench]
+        b = rep["benchmarks"][bench]
+        assert b["hits"] == len(planted_here) and b["unique_items"] == len(set(planted_here))
+        assert b["examples"] and b["examples"][0]["item_text"]
+    assert rep["benchmarks"]["winogrande"]["hits"] == 0
+    assert "arc_easy: 10 documents hit" in r.stdout
+    stats = load_stats(out)
+    assert stats["records_out"] == len(read_rows(out / "data"))
+
+
+def test_every_shared_benchmark_layout_loads():
+    files = benchmark_files([str(need(BENCH))])
+    assert len(files) == 11
+    for f in files:
+        items = load_benchmark(f)
+        assert len(items) >= 100 and all(it.text.strip() for it in items), f
+
+
+def test_unknown_columns_name_what_was_found(tmp_path):
+    bad = tmp_path / "mine.csv"
+    bad.write_text("prompt_id,stem,solution\n1,What is two plus two?,four\n")
+    with pytest.raises(UserError, match=r"columns found: prompt_id, stem, solution"):
+        load_benchmark(str(bad))
+    assert load_benchmark(str(bad), ["stem", "solution"])[0].text == "What is two plus two? four"
+    with pytest.raises(UserError, match=r"no column answer \(columns found: prompt_id, stem, solution\)"):
+        load_benchmark(str(bad), ["stem", "answer"])
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(json.dumps({"id": "a", "text": "Some page text about arithmetic."}) + "\n")
+    r = synthweb("decontaminate", "--input", str(docs), "--output", str(tmp_path / "o"), "--benchmarks", str(bad))
+    assert r.returncode == 2 and "columns found: prompt_id, stem, solution" in r.stderr
