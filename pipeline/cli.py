@@ -161,6 +161,21 @@ def _cmd_rephrase(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dedup(args: argparse.Namespace) -> int:
+    from pipeline.stages import dedup
+    from pipeline.stages.base import run_stage
+
+    if args.method:
+        args.overrides.append(f"dedup.method={args.method}")
+    cfg = _config(args)
+    stats = run_stage("dedup", cfg, dedup.build, force=args.force, progress=not args.no_progress)
+    if stats.get("complete"):
+        print(f"dedup: kept {stats.get('records_out', 0)} of {stats.get('records_in', 0)} documents; "
+              f"near-duplicates in {cfg.run.output}/removed (with minhash_cluster_id and duplicate_of)")
+    print(f"wrote {cfg.run.output}")
+    return 0
+
+
 def _cmd_decontaminate(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -307,6 +322,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "(e.g. wrap_medium,diverse_qa)")
     _common(p)
     p.set_defaults(func=_cmd_rephrase)
+
+    p = sub.add_parser(
+        "dedup", help="documents -> the same without near-duplicates (datatrove MinHash), removed ones with their cluster",
+        description="MinHash near-duplicate removal through datatrove's four stages (signatures, bands, clusters, "
+        "filter), resumable. Writes OUTPUT/data (one document per cluster) and OUTPUT/removed (minhash_cluster_id, "
+        "minhash_cluster_size, duplicate_of = the kept document's id).",
+    )
+    p.add_argument("--input", "-i", help="documents to deduplicate")
+    p.add_argument("--output", "-o", help="output folder (sets run.output)")
+    p.add_argument("--method", help="minhash (sets dedup.method)")
+    _common(p)
+    p.set_defaults(func=_cmd_dedup)
 
     p = sub.add_parser(
         "decontaminate", help="documents -> the same without those that contain benchmark items",

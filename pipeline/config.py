@@ -468,6 +468,17 @@ class AuditConfig(Strict):
     top_openings: int = Field(default=20, ge=1)
 
 
+class DedupConfig(Strict):
+    """``synthweb dedup``: near-duplicates removed through datatrove's MinHash stages."""
+
+    method: Literal["minhash"] = "minhash"  # exact and semantic dedup: not built yet
+    ngram: int = Field(default=5, ge=1)  # word shingles
+    bands: int = Field(default=14, ge=1)  # 14 x 8: ~0.8 Jaccard catches with high probability
+    hashes_per_band: int = Field(default=8, ge=1)
+    seed: int = 1
+    language: str = "en"  # datatrove's word tokenizer for the shingles
+
+
 class DecontaminateConfig(Strict):
     """``synthweb decontaminate``: documents containing benchmark items are removed (or flagged)."""
 
@@ -551,6 +562,7 @@ class Config(Strict):
     generate: GenerateConfig = GenerateConfig()
     rephrase: RephraseConfig = RephraseConfig()
     annotate: AnnotateConfig = AnnotateConfig()
+    dedup: DedupConfig = DedupConfig()
     decontaminate: DecontaminateConfig = DecontaminateConfig()
     audit: AuditConfig = AuditConfig()
     classifier: ClassifierConfig = ClassifierConfig()

@@ -1,0 +1,164 @@
+"""``synthweb dedup --method minhash``: near-duplicate removal through datatrove's MinHash stages.
+
+Four datatrove pipelines, each resumable (completed tasks are skipped on a rerun, so a run killed
+at any point finishes correctly): (1) per input task, a MinHash signature of every document
+(word 5-gram shingles, 14 bands x 8 hashes by default), beside it a list of the task's document ids;
+(2) per band, the candidate pairs; (3) one task clusters the pairs (union-find) and marks all but one
+document per cluster for removal; then we name each cluster's kept representative from the id lists;
+(4) per input task again, the documents go to ``data/`` or, with their ``minhash_cluster_id`` and
+``duplicate_of`` (the kept id), to ``removed/``. Memory per task follows the shard and the band,
+not the corpus; step (3) holds the duplicate pairs only.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pyarrow as pa
+from datatrove.pipeline.base import PipelineStep
+
+from pipeline.config import Config
+from pipeline.errors import UserError
+from pipeline.stages.base import LOGS, StageContext
+
+DEDUP_FIELDS = [
+    pa.field("minhash_cluster_id", pa.int64()),
+    pa.field("minhash_cluster_size", pa.int32()),
+    pa.field("duplicate_of", pa.string()),
+]
+REMOVED_FIELDS = DEDUP_FIELDS + [pa.field("filter_reason", pa.string())]
+
+
+class RecordIds(PipelineStep):
+    """Writes the id of every document of a task, in reading order (index -> id for step 3)."""
+
+    name = "🪪 record ids"
+    type = "🫂 - DEDUP"
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder = folder
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        path = Path(self.folder) / f"{rank:06d}.ids"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".ids.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for doc in data:
+                f.write(json.dumps(str(doc.id)) + "\n")
+                yield doc
+        tmp.replace(path)
+
+
+class _Representatives:
+    """Adds duplicate_of to each removed document before it reaches the removed/ writer."""
+
+    def __init__(self, writer, reps: dict[int, str]):
+        self.writer, self.reps = writer, reps
+
+    def __enter__(self):
+        self.writer.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.writer.__exit__(*exc)
+
+    def write(self, doc, rank: int = 0, **kw):
+        cid = doc.metadata.get("minhash_cluster_id")
+        doc.metadata.update(duplicate_of=self.reps.get(cid), filter_reason="near_duplicate")
+        return self.writer.write(doc, rank=rank, **kw)
+
+
+class MarkKept(PipelineStep):
+    """Kept documents: a cluster id only when they represent a cluster (-1 from datatrove -> null)."""
+
+    name = "🏷 mark kept"
+    type = "🫂 - DEDUP"
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        for doc in data:
+            if doc.metadata.get("minhash_cluster_id", -1) == -1:
+                doc.metadata["minhash_cluster_id"] = None
+                doc.metadata["minhash_cluster_size"] = None
+            yield doc
+
+
+def minhash_config(cfg: Config):
+    from datatrove.pipeline.dedup.minhash import MinhashConfig
+
+    d = cfg.dedup
+    return MinhashConfig(n_grams=d.ngram, num_buckets=d.bands, hashes_per_bucket=d.hashes_per_band, seed=d.seed)
+
+
+def _read_pairs(path: Path) -> list[tuple[int, int]]:
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    return [struct.unpack_from("<II", raw, i) for i in range(0, len(raw), 8)]
+
+
+def representatives(work: Path, tasks: int) -> dict[int, str]:
+    """cluster id -> the id of the document datatrove keeps (in a cluster, not marked for removal)."""
+    reps: dict[int, str] = {}
+    for rank in range(tasks):
+        clusters = _read_pairs(work / "remove" / f"{rank:06d}.clusters")
+        if not clusters:
+            continue
+        raw = (work / "remove" / f"{rank:06d}.remove").read_bytes() if (work / "remove" / f"{rank:06d}.remove").exists() else b""
+        removed = {struct.unpack_from("<I", raw, i)[0] for i in range(0, len(raw), 4)}
+        kept = {doc: cid for doc, cid in clusters if doc not in removed}
+        if not kept:
+            continue
+        with open(work / "ids" / f"{rank:06d}.ids", encoding="utf-8") as f:
+            for idx, line in enumerate(f):
+                if idx in kept:
+                    reps[kept[idx]] = json.loads(line)
+    return reps
+
+
+def prepare(ctx: StageContext, printer=print) -> dict[int, str]:
+    """Steps 1-3 (each a resumable datatrove run) and the representatives."""
+    from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupSignature
+
+    from pipeline.executor import build_executor
+    from pipeline.io.readers import make_reader
+
+    cfg = ctx.cfg
+    if cfg.executor.kind == "slurm":
+        raise UserError("dedup --method minhash runs its four steps on the local or ray executor (Slurm: not yet)")
+    work = ctx.output / LOGS / "minhash"
+    reps_file = work / "representatives.json"
+    if reps_file.exists():
+        return {int(k): v for k, v in json.loads(reps_file.read_text()).items()}
+    mh = minhash_config(cfg)
+    sig = [make_reader(ctx.plan, cfg.input), RecordIds(str(work / "ids")),
+           MinhashDedupSignature(output_folder=str(work / "signatures"), config=mh, language=cfg.dedup.language)]
+    build_executor(cfg.executor, sig, str(work / "logs" / "signatures")).run()
+    build_executor(cfg.executor, [MinhashDedupBuckets(input_folder=str(work / "signatures"), output_folder=str(work / "buckets"),
+                                                      config=mh)],
+                   str(work / "logs" / "buckets"), tasks=mh.num_buckets).run()
+    build_executor(cfg.executor, [MinhashDedupCluster(input_folder=str(work / "buckets"), output_folder=str(work / "remove"),
+                                                      config=mh, save_cluster_id=True, save_cluster_size=True)],
+                   str(work / "logs" / "cluster"), tasks=1).run()
+    reps = representatives(work, cfg.executor.tasks)
+    from pipeline.io.writer import _atomic_write_text
+
+    _atomic_write_text(reps_file, json.dumps({str(k): v for k, v in reps.items()}))
+    return reps
+
+
+def build(ctx: StageContext) -> list:
+    from datatrove.pipeline.dedup.minhash import MinhashDedupFilter
+
+    from pipeline.io.readers import make_reader
+
+    cfg = ctx.cfg
+    reps = prepare(ctx)
+    work = ctx.output / LOGS / "minhash"
+    removed = _Representatives(ctx.writer("removed", "failures", REMOVED_FIELDS), reps)
+    return [ctx.task_start(), make_reader(ctx.plan, cfg.input), ctx.progress(),
+            MinhashDedupFilter(input_folder=str(work / "remove"), exclusion_writer=removed, load_cluster_ids=True,
+                               load_cluster_sizes=True),
+            MarkKept(), ctx.writer("data", "main", DEDUP_FIELDS)]

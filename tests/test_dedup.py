@@ -1,0 +1,127 @@
+"""MinHash dedup (datatrove's stages) on real pages with planted duplicates: exact copies, copies with
+2/5/10/20% of words changed, and pairs that only share a boilerplate footer; kill -9 and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, read_rows, real_pages, synthweb
+
+
+ARGS = ("--set", "executor.tasks=2", "--set", "input.on_bad_record=skip", "--no-progress")
+
+
+def shingles(text: str, n: int = 5) -> set:
+    w = text.lower().split()
+    return {" ".join(w[i : i + n]) for i in range(len(w) - n + 1)}
+
+
+def jaccard(a: str, b: str) -> float:
+    x, y = shingles(a), shingles(b)
+    return len(x & y) / max(1, len(x | y))
+
+
+def change(text: str, share: float, rng: random.Random) -> str:
+    w = text.split()
+    for k in rng.sample(range(len(w)), max(1, int(len(w) * share))):
+        w[k] = rng.choice(["alpha", "beta", "gamma", "delta", "omega"])
+    return " ".join(w)
+
+
+def corpus(n_pages: int = 160):
+    rng = random.Random(3)
+    pages = [p for p in real_pages(n_pages * 2, 4000) if len(p["text"].split()) >= 250][:n_pages]
+    docs = [{"id": p["id"], "text": p["text"]} for p in pages]
+    planted = []  # (copy id, source id, kind)
+    for i, p in enumerate(pages[:75]):
+        kind = ("exact", "2%", "5%", "10%", "20%")[i // 15]
+        text = p["text"] if kind == "exact" else change(p["text"], int(kind[:-1]) / 100, rng)
+        docs.append({"id": f"{p['id']}-{kind}", "text": text})
+        planted.append((f"{p['id']}-{kind}", p["id"], kind))
+    footer = ("Copyright 2019 Example Media Group. All rights reserved. Terms of use | Privacy policy | Cookie "
+              "settings | Contact us | Advertise with us | Subscribe to our newsletter for the latest news and offers.")
+    footer_ids = []
+    for p in pages[75:115]:
+        for d in docs:
+            if d["id"] == p["id"]:
+                d["text"] = f"{d['text']}\n\n{footer}"
+                footer_ids.append(d["id"])
+    docs += [{"id": "no-words", "text": "… !!! ???"}, {"id": "greek", "text": "Η φωτοσύνθεση είναι η διαδικασία. " * 30}]
+    return docs, planted, footer_ids
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    docs, planted, footer_ids = corpus()
+    d = tmp_path_factory.mktemp("dedup") / "in"
+    d.mkdir()
+    (d / "docs.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in docs))
+    (d / "empty.jsonl").write_text("")  # an empty shard among the inputs (skipped, with a warning)
+    out = d.parent / "out"
+    r = synthweb("dedup", "--input", str(d), "--output", str(out), *ARGS)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return d, out, docs, planted, footer_ids
+
+
+def test_planted_near_duplicates_recall_and_precision(run):
+    _, out, docs, planted, footer_ids = run
+    text = {d["id"]: d["text"] for d in docs}
+    kept = {r["id"]: r for r in read_rows(out / "data")}
+    removed = {r["id"]: r for r in read_rows(out / "removed")}
+    assert len(kept) + len(removed) == len(docs)
+    pair_found = lambda c, s: (c in removed and removed[c]["duplicate_of"] == s) or \
+        (s in removed and removed[s]["duplicate_of"] == c)  # noqa: E731
+    high = [(c, s) for c, s, _ in planted if jaccard(text[c], text[s]) >= 0.8]
+    recall = sum(pair_found(c, s) for c, s in high) / len(high)
+    assert len(high) >= 25 and recall >= 0.95, (len(high), recall)
+    for c, s, kind in planted:
+        if kind == "exact":
+            assert pair_found(c, s)
+    planted_ids = {c for c, _, _ in planted} | {s for _, s, _ in planted}
+    false = [i for i in removed if i not in planted_ids]
+    precision = 1 - len(false) / max(1, len(removed))
+    assert precision >= 0.99, false
+    assert all(i in kept for i in footer_ids), "pages sharing only a footer are not near-duplicates"
+    assert "no-words" in kept and "greek" in kept
+    print(f"\nplanted Jaccard>=0.8: {len(high)}, recall {recall:.3f}; precision {precision:.3f}; "
+          + ", ".join(f"{k}: {sum(pair_found(c, s) for c, s, kk in planted if kk == k)}/15"
+                      for k in ("exact", "2%", "5%", "10%", "20%")))
+
+
+def test_removed_rows_name_cluster_and_kept_document(run):
+    _, out, _, _, _ = run
+    kept = {r["id"]: r for r in read_rows(out / "data")}
+    removed = read_rows(out / "removed")
+    assert removed
+    for r in removed:
+        rep = kept[r["duplicate_of"]]
+        assert r["filter_reason"] == "near_duplicate" and r["minhash_cluster_size"] >= 2
+        assert rep["minhash_cluster_id"] == r["minhash_cluster_id"] is not None
+        assert r["history"][-1]["stage"] == "dedup"
+    singletons = [r for r in kept.values() if r["minhash_cluster_id"] is None]
+    assert len(singletons) > len(kept) / 2 and all(r["minhash_cluster_size"] is None for r in singletons)
+
+
+def test_kill_during_minhash_then_rerun_gives_the_same_result(run, tmp_path):
+    d, out, _, _, _ = run
+    out2 = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "pipeline.cli", "dedup", "--input", str(d), "--output", str(out2), *ARGS]
+    p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out2 / "_logs" / "minhash" / "buckets").exists():
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert not (out2 / "stats.json").exists(), "killed before the end"
+    r = synthweb("dedup", "--input", str(d), "--output", str(out2), *ARGS)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ids = lambda o, tag: sorted(x["id"] for x in read_rows(o / tag))  # noqa: E731
+    assert ids(out2, "data") == ids(out, "data") and ids(out2, "removed") == ids(out, "removed")
