@@ -125,3 +125,31 @@ def test_kill_during_minhash_then_rerun_gives_the_same_result(run, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     ids = lambda o, tag: sorted(x["id"] for x in read_rows(o / tag))  # noqa: E731
     assert ids(out2, "data") == ids(out, "data") and ids(out2, "removed") == ids(out, "removed")
+
+
+def test_exact_dedup_keeps_the_configured_copy(tmp_path):
+    pages = real_pages(30, 2000)
+    docs = [{"id": p["id"], "text": p["text"], "score": 1.0} for p in pages]
+    for i, p in enumerate(pages[:10]):  # copies that differ only in case and spacing, with a higher score
+        docs.append({"id": f"{p['id']}-copy", "text": "  " + p["text"].upper().replace(" ", "   "), "score": 2.0 + i})
+    docs.append({"id": "copy-of-copy", "text": pages[0]["text"], "score": 0.5})
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    for keep, expect in (("first", lambda p: p["id"]), ("highest_score", lambda p: f"{p['id']}-copy")):
+        out = tmp_path / keep
+        r = synthweb("dedup", "--method", "exact", "--input", str(src), "--output", str(out),
+                     "--set", f"dedup.keep={keep}", "--set", "dedup.hash_buckets=4", *ARGS)
+        assert r.returncode == 0, r.stderr[-3000:]
+        kept = {x["id"] for x in read_rows(out / "data")}
+        removed = {x["id"]: x for x in read_rows(out / "removed")}
+        assert len(kept) == 30 and len(removed) == 11
+        for p in pages[:10]:
+            assert expect(p) in kept
+        for x in removed.values():
+            assert x["duplicate_of"] in kept and x["filter_reason"] == "exact_duplicate" and len(x["exact_hash"]) == 16
+        assert removed["copy-of-copy"]["duplicate_of"] == expect(pages[0])
+    out = tmp_path / "punct"  # without case folding the upper-case copies are different texts
+    r = synthweb("dedup", "--method", "exact", "--input", str(src), "--output", str(out),
+                 "--set", "dedup.exact_normalise=[whitespace]", *ARGS)
+    assert r.returncode == 0 and len(read_rows(out / "removed")) == 1

@@ -1,5 +1,12 @@
-"""``synthweb dedup --method minhash``: near-duplicate removal through datatrove's MinHash stages.
+"""``synthweb dedup``: exact duplicates (normalised text) or near-duplicates (datatrove's MinHash).
 
+Exact: every task hashes each document's normalised text (``dedup.exact_normalise``) into
+``dedup.hash_buckets`` files by hash; each bucket is then grouped by hash and the copy to keep is
+chosen (``dedup.keep``: first read, highest ``priority_column``, longest); the final pass removes
+the others, each recording its cluster (the hash) and the kept copy's id. Memory: one bucket, then
+one task's removals.
+
+MinHash:
 Four datatrove pipelines, each resumable (completed tasks are skipped on a rerun, so a run killed
 at any point finishes correctly): (1) per input task, a MinHash signature of every document
 (word 5-gram shingles, 14 bands x 8 hashes by default), beside it a list of the task's document ids;
@@ -24,9 +31,11 @@ from pipeline.errors import UserError
 from pipeline.stages.base import LOGS, StageContext
 
 DEDUP_FIELDS = [
+    pa.field("dedup_method", pa.string()),
     pa.field("minhash_cluster_id", pa.int64()),
     pa.field("minhash_cluster_size", pa.int32()),
     pa.field("duplicate_of", pa.string()),
+    pa.field("exact_hash", pa.string()),  # exact: the cluster (normalised-text hash) of a removed copy
 ]
 REMOVED_FIELDS = DEDUP_FIELDS + [pa.field("filter_reason", pa.string())]
 
@@ -67,7 +76,7 @@ class _Representatives:
 
     def write(self, doc, rank: int = 0, **kw):
         cid = doc.metadata.get("minhash_cluster_id")
-        doc.metadata.update(duplicate_of=self.reps.get(cid), filter_reason="near_duplicate")
+        doc.metadata.update(duplicate_of=self.reps.get(cid), filter_reason="near_duplicate", dedup_method="minhash")
         return self.writer.write(doc, rank=rank, **kw)
 
 
@@ -82,6 +91,7 @@ class MarkKept(PipelineStep):
             if doc.metadata.get("minhash_cluster_id", -1) == -1:
                 doc.metadata["minhash_cluster_id"] = None
                 doc.metadata["minhash_cluster_size"] = None
+            doc.metadata["dedup_method"] = "minhash"
             yield doc
 
 
@@ -149,12 +159,154 @@ def prepare(ctx: StageContext, printer=print) -> dict[int, str]:
     return reps
 
 
+# ------------------------------------------------------------------ exact
+
+
+def normalise(text: str, steps: list[str]) -> str:
+    import re
+    import unicodedata
+
+    if "nfkc" in steps:
+        text = unicodedata.normalize("NFKC", text)
+    if "lowercase" in steps:
+        text = text.lower()
+    if "punctuation" in steps:
+        text = re.sub(r"[^\w\s]", "", text)
+    if "digits" in steps:
+        text = re.sub(r"\d", "0", text)
+    if "whitespace" in steps:
+        text = " ".join(text.split())
+    return text
+
+
+class ExactHashes(PipelineStep):
+    """Pass 1: (hash, priority, rank, index, id) of every document, into bucket files by hash."""
+
+    name = "#️⃣ exact hashes"
+    type = "🫂 - DEDUP"
+
+    def __init__(self, folder: str, cfg: Config):
+        super().__init__()
+        self.folder, self.d = folder, cfg.dedup
+
+    def _priority(self, doc) -> float:
+        if self.d.keep == "longest":
+            return float(len(doc.text))
+        if self.d.keep == "highest_score":
+            v = doc.metadata.get(self.d.priority_column)
+            return float(v) if isinstance(v, (int, float)) else float("-inf")
+        return 0.0
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        import xxhash
+
+        folder = Path(self.folder) / f"{rank:06d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        files = [open(folder / f"{b:04d}.tmp", "w", encoding="utf-8") for b in range(self.d.hash_buckets)]
+        try:
+            for idx, doc in enumerate(data):
+                h = xxhash.xxh64_intdigest(normalise(doc.text, self.d.exact_normalise).encode("utf-8"))
+                files[h % self.d.hash_buckets].write(json.dumps([h, self._priority(doc), rank, idx, str(doc.id)]) + "\n")
+        finally:
+            for f in files:
+                f.close()
+        for b in range(self.d.hash_buckets):
+            (folder / f"{b:04d}.tmp").replace(folder / f"{b:04d}.jsonl")
+        return
+        yield
+
+
+def exact_decisions(work: Path, tasks: int, buckets: int) -> None:
+    """Pass 2, one bucket at a time: per hash the copy to keep; removals listed per task."""
+    if (work / "decisions" / "done").exists():
+        return
+    import shutil
+
+    out = work / "decisions"
+    shutil.rmtree(out, ignore_errors=True)  # an interrupted pass starts over (it is cheap)
+    out.mkdir(parents=True, exist_ok=True)
+    per_rank: dict[int, list] = {}
+    for b in range(buckets):
+        groups: dict[int, list] = {}
+        for rank in range(tasks):
+            f = work / "hashes" / f"{rank:06d}" / f"{b:04d}.jsonl"
+            if f.exists():
+                with open(f, encoding="utf-8") as fh:
+                    for line in fh:
+                        h, prio, r, idx, doc_id = json.loads(line)
+                        groups.setdefault(h, []).append((-prio, r, idx, doc_id))
+        for h, members in groups.items():
+            if len(members) < 2:
+                continue
+            members.sort()
+            kept = members[0][3]
+            for _, r, idx, _ in members[1:]:
+                per_rank.setdefault(r, []).append([idx, kept, f"{h:016x}", len(members)])
+        for r, rows in per_rank.items():
+            with open(out / f"{r:06d}.jsonl", "a", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(x) + "\n" for x in rows)
+        per_rank.clear()
+    (out / "done").write_text("")
+
+
+class ExactFilter(PipelineStep):
+    """Pass 3: removes this task's duplicate copies (to the removed writer, naming the kept copy)."""
+
+    name = "#️⃣ exact filter"
+    type = "🫂 - DEDUP"
+
+    def __init__(self, folder: str, removed):
+        super().__init__()
+        self.folder, self.removed = folder, removed
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        f = Path(self.folder) / f"{rank:06d}.jsonl"
+        drop = {}
+        if f.exists():
+            for line in f.read_text(encoding="utf-8").splitlines():
+                idx, kept, h, size = json.loads(line)
+                drop[idx] = (kept, h, size)
+        self.removed.__enter__()
+        exc: tuple = (None, None, None)
+        try:
+            for idx, doc in enumerate(data):
+                doc.metadata["dedup_method"] = "exact"
+                if idx in drop:
+                    kept, h, size = drop[idx]
+                    doc.metadata.update(duplicate_of=kept, exact_hash=h, filter_reason="exact_duplicate")
+                    self.stat_update("dropped")
+                    self.removed.write(doc, rank=rank)
+                    continue
+                yield doc
+        except BaseException as e:  # the removed writer drops its unfinished part
+            exc = (type(e), e, e.__traceback__)
+            raise
+        finally:
+            self.removed.__exit__(*exc)
+
+
+def build_exact(ctx: StageContext) -> list:
+    from pipeline.executor import build_executor
+    from pipeline.io.readers import make_reader
+
+    cfg = ctx.cfg
+    work = ctx.output / LOGS / "exact"
+    build_executor(cfg.executor, [make_reader(ctx.plan, cfg.input), ExactHashes(str(work / "hashes"), cfg)],
+                   str(work / "logs" / "hashes")).run()
+    exact_decisions(work, cfg.executor.tasks, cfg.dedup.hash_buckets)
+    removed = ctx.writer("removed", "failures", REMOVED_FIELDS)
+    return [ctx.task_start(), make_reader(ctx.plan, cfg.input), ctx.progress(),
+            ExactFilter(str(work / "decisions"), removed), ctx.writer("data", "main", DEDUP_FIELDS)]
+
+
 def build(ctx: StageContext) -> list:
     from datatrove.pipeline.dedup.minhash import MinhashDedupFilter
 
     from pipeline.io.readers import make_reader
 
     cfg = ctx.cfg
+    if cfg.dedup.method == "exact":
+        return build_exact(ctx)
     reps = prepare(ctx)
     work = ctx.output / LOGS / "minhash"
     removed = _Representatives(ctx.writer("removed", "failures", REMOVED_FIELDS), reps)
