@@ -471,13 +471,17 @@ class AuditConfig(Strict):
 class DedupConfig(Strict):
     """``synthweb dedup``: near-duplicates removed through datatrove's MinHash stages."""
 
-    method: Literal["exact", "minhash"] = "minhash"  # semantic dedup: not built yet
+    method: Literal["exact", "minhash", "semantic"] = "minhash"  # semantic: for synthetic text (paraphrases)
     # exact: which text counts as the same (applied before hashing)
     exact_normalise: list[Literal["lowercase", "whitespace", "punctuation", "digits", "nfkc"]] = [
         "nfkc", "lowercase", "whitespace"]
     keep: Literal["first", "highest_score", "longest"] = "first"  # exact: the copy kept (ties: first read)
     priority_column: str = "score"  # for keep: highest_score
     hash_buckets: int = Field(default=16, ge=1)  # exact: hashes partitioned so one bucket at a time is in memory
+    # semantic: the encoder section embeds each document; pairs at or above this cosine are duplicates
+    similarity: float = Field(default=0.9, gt=0, le=1)
+    ann_above: int = Field(default=50_000, ge=1)  # more documents than this: usearch HNSW instead of brute force
+    neighbours: int = Field(default=16, ge=1)  # per document, with the ANN index
     ngram: int = Field(default=5, ge=1)  # word shingles
     bands: int = Field(default=14, ge=1)  # 14 x 8: ~0.8 Jaccard catches with high probability
     hashes_per_band: int = Field(default=8, ge=1)

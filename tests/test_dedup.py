@@ -153,3 +153,33 @@ def test_exact_dedup_keeps_the_configured_copy(tmp_path):
     r = synthweb("dedup", "--method", "exact", "--input", str(src), "--output", str(out),
                  "--set", "dedup.exact_normalise=[whitespace]", *ARGS)
     assert r.returncode == 0 and len(read_rows(out / "removed")) == 1
+
+
+def test_semantic_dedup_catches_paraphrases_minhash_misses(tmp_path):
+    stop = {"the", "a", "an", "of", "and", "to", "in", "is", "that", "for", "on", "with", "as", "it", "was", "are",
+            "be", "by", "this", "at", "or", "from"}
+    pages = [p for p in real_pages(80, 900) if len(p["text"].split()) >= 100][:40]  # within MiniLM's 256 tokens
+    docs = [{"id": p["id"], "text": p["text"]} for p in pages]
+    for p in pages[:10]:  # the same content in telegraphic style: no function words (5-gram Jaccard 0.04-0.3)
+        docs.append({"id": f"{p['id']}-para", "text": " ".join(w for w in p["text"].split() if w.lower() not in stop)})
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    results = {}
+    for label, extra in (("brute", ()), ("ann", ("--set", "dedup.ann_above=10"))):
+        out = tmp_path / label
+        r = synthweb("dedup", "--method", "semantic", "--input", str(src), "--output", str(out), *extra, *ARGS)
+        assert r.returncode == 0, r.stderr[-3000:]
+        removed = {x["id"]: x for x in read_rows(out / "removed")}
+        results[label] = removed
+        assert {f"{p['id']}-para" for p in pages[:10]} <= set(removed), "every paraphrase is caught"
+        for p in pages[:10]:
+            x = removed[f"{p['id']}-para"]
+            assert x["duplicate_of"] == p["id"] and x["semantic_similarity"] >= 0.9
+            assert x["filter_reason"] == "semantic_duplicate" and x["dedup_method"] == "semantic"
+        assert len(removed) <= 11, "distinct pages are not merged"
+    assert set(results["brute"]) == set(results["ann"]), "the usearch index finds what brute force finds"
+    mh = tmp_path / "minhash"
+    r = synthweb("dedup", "--input", str(src), "--output", str(mh), *ARGS)
+    assert r.returncode == 0 and not (set(x["id"] for x in read_rows(mh / "removed")) if (mh / "removed").exists() else set()) \
+        & {f"{p['id']}-para" for p in pages[:10]}, "MinHash does not see these as near-duplicates"

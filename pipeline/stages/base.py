@@ -215,7 +215,7 @@ STAGE_SECTIONS = {
     "annotate": ("run", "input", "executor", "writer", "llm", "annotate"),
     "classify": ("run", "input", "executor", "writer", "classify"),
     "decontaminate": ("run", "input", "executor", "writer", "decontaminate"),
-    "dedup": ("run", "input", "executor", "writer", "dedup"),
+    "dedup": ("run", "input", "executor", "writer", "dedup", "encoder"),
     "filter": ("run", "input", "executor", "writer", "filter"),
 }
 # the folder of a stage's main output (filter writes kept/ beside removed/)

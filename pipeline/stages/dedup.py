@@ -15,6 +15,12 @@ document per cluster for removal; then we name each cluster's kept representativ
 (4) per input task again, the documents go to ``data/`` or, with their ``minhash_cluster_id`` and
 ``duplicate_of`` (the kept id), to ``removed/``. Memory per task follows the shard and the band,
 not the corpus; step (3) holds the duplicate pairs only.
+
+Semantic (for synthetic outputs, where paraphrases are the duplicates): every task embeds its
+documents with the ``encoder`` section (float16 on disk); the neighbours at cosine >=
+``dedup.similarity`` are found by blocked brute force, or with a usearch HNSW index above
+``dedup.ann_above`` documents; clusters are joined (union-find) and the earliest document of each is
+kept. Memory: the embeddings of the corpus (768 bytes per document for MiniLM).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ DEDUP_FIELDS = [
     pa.field("minhash_cluster_size", pa.int32()),
     pa.field("duplicate_of", pa.string()),
     pa.field("exact_hash", pa.string()),  # exact: the cluster (normalised-text hash) of a removed copy
+    pa.field("semantic_similarity", pa.float32()),  # semantic: cosine to the kept document
 ]
 REMOVED_FIELDS = DEDUP_FIELDS + [pa.field("filter_reason", pa.string())]
 
@@ -249,15 +256,15 @@ def exact_decisions(work: Path, tasks: int, buckets: int) -> None:
     (out / "done").write_text("")
 
 
-class ExactFilter(PipelineStep):
+class DuplicateFilter(PipelineStep):
     """Pass 3: removes this task's duplicate copies (to the removed writer, naming the kept copy)."""
 
-    name = "#️⃣ exact filter"
+    name = "🧹 duplicate filter"
     type = "🫂 - DEDUP"
 
-    def __init__(self, folder: str, removed):
+    def __init__(self, folder: str, removed, method: str = "exact"):
         super().__init__()
-        self.folder, self.removed = folder, removed
+        self.folder, self.removed, self.method = folder, removed, method
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         f = Path(self.folder) / f"{rank:06d}.jsonl"
@@ -270,10 +277,13 @@ class ExactFilter(PipelineStep):
         exc: tuple = (None, None, None)
         try:
             for idx, doc in enumerate(data):
-                doc.metadata["dedup_method"] = "exact"
+                doc.metadata["dedup_method"] = self.method
                 if idx in drop:
                     kept, h, size = drop[idx]
-                    doc.metadata.update(duplicate_of=kept, exact_hash=h, filter_reason="exact_duplicate")
+                    if self.method == "exact":
+                        doc.metadata.update(duplicate_of=kept, exact_hash=h, filter_reason="exact_duplicate")
+                    else:
+                        doc.metadata.update(duplicate_of=kept, semantic_similarity=h, filter_reason="semantic_duplicate")
                     self.stat_update("dropped")
                     self.removed.write(doc, rank=rank)
                     continue
@@ -296,7 +306,139 @@ def build_exact(ctx: StageContext) -> list:
     exact_decisions(work, cfg.executor.tasks, cfg.dedup.hash_buckets)
     removed = ctx.writer("removed", "failures", REMOVED_FIELDS)
     return [ctx.task_start(), make_reader(ctx.plan, cfg.input), ctx.progress(),
-            ExactFilter(str(work / "decisions"), removed), ctx.writer("data", "main", DEDUP_FIELDS)]
+            DuplicateFilter(str(work / "decisions"), removed), ctx.writer("data", "main", DEDUP_FIELDS)]
+
+
+# ------------------------------------------------------------------ semantic
+
+
+class Embed(PipelineStep):
+    """Pass 1: every document's embedding (float16) and id, per task."""
+
+    name = "🧭 embed"
+    type = "🫂 - DEDUP"
+
+    def __init__(self, folder: str, cfg: Config):
+        super().__init__()
+        self.folder, self.e = folder, cfg.encoder
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        import numpy as np
+
+        from pipeline.embed import Encoder
+
+        enc = Encoder(self.e.model, self.e.device, self.e.batch_size, self.e.max_chars)
+        ids, parts, batch = [], [], []
+        for doc in data:
+            ids.append(str(doc.id))
+            batch.append(doc.text)
+            if len(batch) >= 256:
+                parts.append(enc.encode(batch).astype(np.float16))
+                batch = []
+        if batch:
+            parts.append(enc.encode(batch).astype(np.float16))
+        folder = Path(self.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        emb = np.concatenate(parts) if parts else np.zeros((0, 1), np.float16)
+        np.save(folder / f"{rank:06d}.tmp.npy", emb)
+        (folder / f"{rank:06d}.ids.tmp").write_text(json.dumps(ids))
+        (folder / f"{rank:06d}.tmp.npy").replace(folder / f"{rank:06d}.npy")
+        (folder / f"{rank:06d}.ids.tmp").replace(folder / f"{rank:06d}.ids")
+        return
+        yield
+
+
+def similar_pairs(emb, threshold: float, ann_above: int, k: int) -> list[tuple[int, int, float]]:
+    """(i, j, cosine) with j < i and cosine >= threshold; brute force in blocks, or usearch HNSW."""
+    import numpy as np
+
+    n = len(emb)
+    pairs = []
+    if n <= ann_above:
+        e = emb.astype(np.float32)
+        for a in range(0, n, 1024):
+            sims = e[a : a + 1024] @ e[: a + 1024].T
+            for r, row in enumerate(sims):
+                i = a + r
+                js = np.nonzero(row[:i] >= threshold)[0]
+                pairs.extend((i, int(j), float(row[j])) for j in js)
+        return pairs
+    try:
+        from usearch.index import Index
+    except ImportError:
+        raise UserError(f"semantic dedup of {n:,} documents (> dedup.ann_above {ann_above:,}) needs usearch: "
+                        "pip install usearch") from None
+    index = Index(ndim=emb.shape[1], metric="cos", dtype="f16")
+    index.add(np.arange(n), emb)
+    found = index.search(emb, k + 1)
+    for i in range(n):
+        for j, dist in zip(found.keys[i], found.distances[i]):
+            if int(j) < i and 1 - float(dist) >= threshold:
+                pairs.append((i, int(j), 1 - float(dist)))
+    return pairs
+
+
+def semantic_decisions(work: Path, tasks: int, cfg: Config) -> None:
+    """Pass 2: clusters of near-paraphrases; the earliest document of each is kept."""
+    import numpy as np
+
+    out = work / "decisions"
+    if (out / "done").exists():
+        return
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    embs, owners, ids = [], [], []
+    for rank in range(tasks):
+        f = work / "embeddings" / f"{rank:06d}.npy"
+        if not f.exists():
+            continue
+        e = np.load(f)
+        task_ids = json.loads((work / "embeddings" / f"{rank:06d}.ids").read_text())
+        if len(task_ids):
+            embs.append(e)
+            owners.extend((rank, i) for i in range(len(task_ids)))
+            ids.extend(task_ids)
+    if embs:
+        emb = np.concatenate(embs)
+        parent = list(range(len(ids)))
+
+        def find(x):
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for i, j, _ in similar_pairs(emb, cfg.dedup.similarity, cfg.dedup.ann_above, cfg.dedup.neighbours):
+            a, b = find(i), find(j)
+            if a != b:
+                parent[max(a, b)] = min(a, b)  # the root is the earliest document of the cluster
+        per_rank: dict[int, list] = {}
+        e32 = emb.astype(np.float32)
+        for i in range(len(ids)):
+            root = find(i)
+            if root != i:
+                rank, idx = owners[i]
+                sim = round(float(e32[i] @ e32[root]), 4)
+                per_rank.setdefault(rank, []).append([idx, ids[root], sim, 0])
+        for rank, rows in per_rank.items():
+            (out / f"{rank:06d}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
+    (out / "done").write_text("")
+
+
+def build_semantic(ctx: StageContext) -> list:
+    from pipeline.executor import build_executor
+    from pipeline.io.readers import make_reader
+
+    cfg = ctx.cfg
+    work = ctx.output / LOGS / "semantic"
+    build_executor(cfg.executor, [make_reader(ctx.plan, cfg.input), Embed(str(work / "embeddings"), cfg)],
+                   str(work / "logs" / "embed")).run()
+    semantic_decisions(work, cfg.executor.tasks, cfg)
+    removed = ctx.writer("removed", "failures", REMOVED_FIELDS)
+    return [ctx.task_start(), make_reader(ctx.plan, cfg.input), ctx.progress(),
+            DuplicateFilter(str(work / "decisions"), removed, "semantic"), ctx.writer("data", "main", DEDUP_FIELDS)]
 
 
 def build(ctx: StageContext) -> list:
@@ -307,6 +449,8 @@ def build(ctx: StageContext) -> list:
     cfg = ctx.cfg
     if cfg.dedup.method == "exact":
         return build_exact(ctx)
+    if cfg.dedup.method == "semantic":
+        return build_semantic(ctx)
     reps = prepare(ctx)
     work = ctx.output / LOGS / "minhash"
     removed = _Representatives(ctx.writer("removed", "failures", REMOVED_FIELDS), reps)
