@@ -322,7 +322,8 @@ class RephraseStep(LLMStep):
         src["routed_by"] = how
         actual = None
         if self.r.keep_actual:
-            actual = Document(text=doc.text, id=str(doc.id), metadata={**src, "kind": "actual", "source": meta.get("source")})
+            actual = Document(text=doc.text, id=str(doc.id), metadata={**src, "kind": "actual", "source": meta.get("source"),
+                                                                       "text_tokens": count([doc.text])[0]})
         by_budget: dict[int, tuple[list, int]] = {}
         plan = []
         candidates = sorted(set(routed)) if how != "mix" else [s for s, w in self.r.mix.items() if w > 0]
