@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_audit)
 
     p = sub.add_parser(
-        "annotate", help="documents -> LLM educational scores 0-5 with justifications",
+        "annotate", help="documents -> 0-5 scores from the LLM with the rubric in prompts/annotate/ (justification kept)",
         description="Score every document of --input with the additive 0-5 rubric of prompts/annotate/<annotate.template>.j2 "
         "through the engine in the llm section (and the annotate.jury, if any). Writes OUTPUT/data (score, int_score, "
         "justification, annotator scores, provenance), OUTPUT/removed (replies without a usable score, with the raw "
