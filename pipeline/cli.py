@@ -267,6 +267,66 @@ def _cmd_filter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_config(args: argparse.Namespace):
+    """The config with --set overrides; --input replaces train.datasets with that one dataset."""
+    import json
+
+    from pipeline.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "input", None):
+        entry = {"path": args.input}
+        if getattr(args, "text_column", None):
+            entry["text_column"] = args.text_column
+        overrides.append("train.datasets=" + json.dumps([entry]))
+    return load_config(args.config, overrides)
+
+
+def _cmd_tokenize(args: argparse.Namespace) -> int:
+    from pipeline.config import TrainDataset
+    from pipeline.train.tokenize import tokenize
+
+    if not args.input or not args.output:
+        raise UserError("tokenize needs --input (Parquet/JSONL shards) and --output (the token folder)")
+    cfg = _train_config(argparse.Namespace(overrides=args.overrides, config=args.config))
+    m = tokenize(cfg, TrainDataset(path=args.input, text_column=args.text_column, where=args.where), args.output,
+                 force=args.force)
+    print(f"tokenize: {m['documents']['train']:,} documents, {m['tokens']['train']:,} tokens for training, "
+          f"{m['tokens']['val']:,} held out ({m['dtype']}, EOS {m['eos_token']!r}); wrote {args.output}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pipeline.train.loop import Trainer
+
+    if not args.output:
+        raise UserError("train needs --output (the run folder: checkpoints, metrics.jsonl, eval.json, model/)")
+    cfg = _train_config(args)
+    r = Trainer(cfg, args.output, force=args.force).run()
+    if not r.get("complete"):
+        return 0
+    val = f"{r['val_loss']:.4f}" if r.get("val_loss") is not None else "n/a (no held-out tokens)"
+    print(f"train: {r['tokens']:,} tokens, validation loss {val}")
+    for name, t in r["tasks"].items():
+        flag = "  (at chance)" if t["at_chance"] else ""
+        print(f"  {name:<16} {t['metric']} {t['acc_norm']:.3f}  chance {t['chance']:.3f}  n={t['n']}{flag}")
+    print(f"wrote {args.output}/metrics.jsonl, {args.output}/eval.json, {args.output}/model")
+    return 0
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.train.ablate import ablate
+
+    if not args.output:
+        raise UserError("ablate needs --output (the folder for runs, results.json and report.html)")
+    cfg = load_config(args.config, args.overrides)
+    res = ablate(cfg, args.output, force=args.force)
+    print(res["verdict"])
+    print(f"wrote {args.output}/results.json and {args.output}/report.html")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthweb", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"synthweb {__version__}")
@@ -411,6 +471,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bucket", help="keep this quality bucket and the ones above it (sets filter.bucket)")
     _common(p)
     p.set_defaults(func=_cmd_filter)
+
+    p = sub.add_parser(
+        "tokenize", help="Parquet/JSONL shards -> packed token shards (uint16/uint32 + document index)",
+        description="Tokenize --input with tokenize.tokenizer (default: the generator's, SmolLM2), append an EOS to "
+        "every document, hold out tokenize.validation_fraction of the documents by a hash of their id, and write "
+        "datatrove token files to OUTPUT/train and OUTPUT/val with OUTPUT/tokens.json.",
+    )
+    p.add_argument("--input", "-i", help="Parquet/JSONL file or folder")
+    p.add_argument("--output", "-o", help="the token folder")
+    p.add_argument("--text-column", help="the text column (default tokenize.text_column)")
+    p.add_argument("--where", help='keep rows matching "column OP value", e.g. "score >= 3"')
+    p.add_argument("--config", "-c", default=None, help="YAML config (default: configs/default.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--force", action="store_true", help="tokenize again into --output")
+    p.set_defaults(func=_cmd_tokenize)
+
+    p = sub.add_parser(
+        "train", help="train a small llama-style model on token shards; checkpoints, metrics.jsonl, eval.json",
+        description="Train the train.preset model on train.datasets (or --input) for train.tokens tokens, evaluate "
+        "validation loss and zero-shot cloze accuracy on eval.tasks, and write OUTPUT/checkpoints, "
+        "OUTPUT/metrics.jsonl, OUTPUT/tensorboard, OUTPUT/eval.json and OUTPUT/model. A rerun resumes from the "
+        "newest checkpoint. Several GPUs: torchrun --nproc-per-node N -m pipeline.cli train ...",
+    )
+    p.add_argument("--input", "-i", help="one dataset (shards or a tokenized folder) instead of train.datasets")
+    p.add_argument("--output", "-o", help="the run folder")
+    p.add_argument("--text-column", help="the text column of --input")
+    p.add_argument("--config", "-c", default=None, help="YAML config (default: configs/default.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.tokens=2000000 (repeatable)")
+    p.add_argument("--force", action="store_true", help="discard the run in --output and train from scratch")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "ablate", help="one model per dataset and seed, same budget -> results.json + report.html",
+        description="For every dataset in ablate.datasets and every seed in ablate.seeds, train the train section's "
+        "model on that dataset alone with the same token budget, evaluate it along the way, and write "
+        "OUTPUT/results.json, OUTPUT/report.html and PNG curves. Runs already complete are reused.",
+    )
+    p.add_argument("--output", "-o", help="the ablation folder")
+    p.add_argument("--config", "-c", default=None, help="YAML config, e.g. configs/ablation.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--force", action="store_true", help="train every run again")
+    p.set_defaults(func=_cmd_ablate)
     return parser
 
 

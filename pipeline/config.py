@@ -560,6 +560,123 @@ class FilterConfig(Strict):
     bucket: str | None = None  # instead of the threshold: keep this quality bucket and the ones above
 
 
+# ---------------------------------------------------------------- small-model training and ablations
+
+
+class TokenizeConfig(Strict):
+    """Parquet/JSONL shards -> packed token shards (datatrove's DocumentTokenizer: uint16/uint32 + index)."""
+
+    tokenizer: str | None = None  # default: the tokenizer of llm.model (SmolLM2's); a folder, tokenizer.json or Hub ID
+    eos_token: str | None = None  # document separator; default <|endoftext|> when the vocabulary has it, else its EOS
+    text_column: str = "text"
+    validation_fraction: float = Field(default=0.01, ge=0, lt=0.5)  # documents held out (by a hash of their id)
+    shuffle: bool = True  # documents shuffled inside each token file, seeded by run.seed
+    drop_repeated_ids: bool = True  # a document id seen before is skipped (each task then reads every file)
+    batch_size: int = Field(default=1000, ge=1)
+    max_tokens_per_file: int | None = Field(default=None, ge=1024)
+
+
+class TrainDataset(Strict):
+    """One training source: Parquet/JSONL shards (tokenized on first use) or a tokenized folder."""
+
+    path: str
+    name: str | None = None  # default: the folder's name
+    weight: float = Field(default=1.0, gt=0)  # mixture weight (sequences drawn in proportion)
+    text_column: str | None = None  # default: tokenize.text_column
+    where: str | None = None  # keep rows matching "column OP value", OP in == != >= <= > <; e.g. "score >= 3"
+
+    @field_validator("where")
+    @classmethod
+    def _where(cls, v: str | None) -> str | None:
+        if v is not None:
+            from pipeline.train.tokenize import parse_where
+
+            parse_where(v)
+        return v
+
+
+PRESETS = ("tiny", "60m", "135m", "360m", "1.7b")
+
+
+class TrainConfig(Strict):
+    """``synthweb train``: a llama-style model on packed token shards, with a fixed token budget."""
+
+    datasets: list[TrainDataset] = []
+    preset: Literal["tiny", "60m", "135m", "360m", "1.7b"] = "tiny"
+    model: dict[str, Any] = {}  # LlamaConfig fields over the preset's, e.g. {num_hidden_layers: 4}
+    tie_embeddings: bool = True
+    seq_len: int = Field(default=256, ge=8)
+    micro_batch_size: int = Field(default=8, ge=1)  # sequences per device per forward pass
+    grad_accum: int = Field(default=1, ge=1)
+    tokens: int = Field(default=1_000_000, ge=1)  # the budget: steps = tokens / (micro x accum x devices x seq_len)
+    lr: float = Field(default=3e-3, gt=0)
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    warmup_steps: int = Field(default=20, ge=0)
+    decay_fraction: float = Field(default=0.2, gt=0, le=1)  # wsd: the last share of steps decays linearly
+    weight_decay: float = Field(default=0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = Field(default=1.0, ge=0)  # 0: off
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False  # torch.compile the model
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    distributed: Literal["auto", "ddp", "fsdp"] = "auto"  # under torchrun; auto: FSDP from 1B parameters
+    device: str = "auto"
+    seed: int = 0
+    threads: int | None = Field(default=None, ge=1)  # CPU threads (default: torch's)
+    log_every: int = Field(default=10, ge=1)
+    eval_every: int | None = Field(default=None, ge=1)  # steps between evaluations (curves); always one at the end
+    checkpoint_every: int = Field(default=200, ge=1)
+    keep_checkpoints: int = Field(default=2, ge=1)
+    stop_after_steps: int | None = Field(default=None, ge=1)  # end this job after N steps, checkpointed (time-limited jobs)
+    cost_per_gpu_hour: float = Field(default=0.0, ge=0)  # for cost and loss per dollar
+    peak_tflops: float | None = Field(default=None, gt=0)  # per device, for MFU; default: the device table
+    tensorboard: bool = True
+
+    @model_validator(mode="after")
+    def _budget(self) -> "TrainConfig":
+        per_step = self.micro_batch_size * self.grad_accum * self.seq_len
+        if self.tokens < per_step:
+            raise ValueError(f"train.tokens={self.tokens:,} is smaller than one optimizer step "
+                             f"({self.micro_batch_size} x {self.grad_accum} x {self.seq_len} = {per_step:,} tokens per device)")
+        return self
+
+
+class EvalConfig(Strict):
+    """Validation loss on held-out tokens and zero-shot cloze accuracy on benchmark files."""
+
+    tasks: list[str] = []  # benchmark files or folders of them (llm-foundry JSONL layouts, HellaSwag .txt.bz2)
+    max_samples: int | None = Field(default=1000, ge=1)  # per task (the first N items)
+    batch_size: int = Field(default=32, ge=1)  # sequences per forward pass
+    val_batches: int = Field(default=20, ge=1)  # validation loss over this many held-out batches
+
+
+class AblateConfig(Strict):
+    """``synthweb ablate``: one model per dataset and seed, same budget; a comparison report."""
+
+    datasets: list[TrainDataset] = []
+    seeds: list[int] = [0, 1]
+    evals: int = Field(default=4, ge=1)  # evaluations along training per run (accuracy-vs-tokens curves)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("seeds must be a non-empty list of distinct integers")
+        return v
+
+    @field_validator("datasets")
+    @classmethod
+    def _names(cls, v: list[TrainDataset]) -> list[TrainDataset]:
+        from pipeline.train.tokenize import dataset_name
+
+        names = [dataset_name(d) for d in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"two datasets are named {dup[0]!r}; give each a distinct name")
+        return v
+
+
 class Config(Strict):
     run: RunConfig = RunConfig()
     input: InputConfig = InputConfig()
@@ -578,6 +695,10 @@ class Config(Strict):
     classifier: ClassifierConfig = ClassifierConfig()
     classify: ClassifyConfig = ClassifyConfig()
     filter: FilterConfig = FilterConfig()
+    tokenize: TokenizeConfig = TokenizeConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    ablate: AblateConfig = AblateConfig()
 
     @model_validator(mode="after")
     def _routing_covers_buckets(self) -> "Config":

