@@ -69,8 +69,9 @@ class InputPlan:
     notice: str | None = None  # one line to show the user (e.g. the offline fallback)
 
 
-def plan_input(cfg: InputConfig) -> InputPlan:
-    """Resolve ``input.source`` to a format and a file list; raise a one-line UserError on problems."""
+def plan_input(cfg: InputConfig, text_key_setting: str = "input.text_key") -> InputPlan:
+    """Resolve ``input.source`` to a format and a file list; raise a one-line UserError on problems
+    (``text_key_setting``: what the error about a missing text column tells the user to set)."""
     src = cfg.source
     if cfg.format == "python-docs":
         return InputPlan("python-docs", "python-docs")
@@ -110,7 +111,7 @@ def plan_input(cfg: InputConfig) -> InputPlan:
         raise UserError(f"{src}: no readable {fmt} input (all files are empty)")
     plan = InputPlan(fmt, src, good, root)
     if fmt == "parquet":
-        _check_parquet(plan, cfg)
+        _check_parquet(plan, cfg, text_key_setting)
     if fmt == "html":
         plan.total_hint = len(good)
     if cfg.limit and plan.total_hint:
@@ -118,7 +119,7 @@ def plan_input(cfg: InputConfig) -> InputPlan:
     return plan
 
 
-def _check_parquet(plan: InputPlan, cfg: InputConfig) -> None:
+def _check_parquet(plan: InputPlan, cfg: InputConfig, text_key_setting: str = "input.text_key") -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -131,7 +132,7 @@ def _check_parquet(plan: InputPlan, cfg: InputConfig) -> None:
             raise UserError(f"{f}: not a readable Parquet file ({e})") from None
         total += meta.num_rows
         if cfg.text_key not in schema.names:
-            raise UserError(f"{f}: no column {cfg.text_key!r} (columns: {', '.join(schema.names)}); set input.text_key")
+            raise UserError(f"{f}: no column {cfg.text_key!r} (columns: {', '.join(schema.names)}); set {text_key_setting}")
         typ = schema.field(cfg.text_key).type
         if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
             raise UserError(f"{f}: column {cfg.text_key!r} has type {typ}, expected string")

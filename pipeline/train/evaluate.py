@@ -132,8 +132,10 @@ def _requests(items: list[Item], tok, max_len: int):
     return reqs
 
 
-def score_items(model, tok, items: list[Item], device, max_len: int, batch_size: int, autocast=None):
-    """Per choice: (sum of continuation log-probs, all continuation tokens greedy?)."""
+def score_items(model, tok, items: list[Item], device, max_len: int, batch_size: int, autocast=None,
+                split_head: bool = True):
+    """Per choice: (sum of continuation log-probs, all continuation tokens greedy?). ``split_head``
+    runs the body once and the head on continuation positions only (off for FSDP-sharded models)."""
     import torch
 
     reqs = _requests(items, tok, max_len)
@@ -141,6 +143,7 @@ def score_items(model, tok, items: list[Item], device, max_len: int, batch_size:
     logp = np.zeros(len(reqs))
     greedy = np.zeros(len(reqs), dtype=bool)
     model.eval()
+    split_head = split_head and hasattr(model, "model") and hasattr(model, "lm_head")
     with torch.no_grad():
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
@@ -150,18 +153,25 @@ def score_items(model, tok, items: list[Item], device, max_len: int, batch_size:
                 ids = reqs[k][2][:-1]
                 x[r, :len(ids)] = torch.tensor(ids)
             with autocast() if autocast else torch.autocast("cpu", enabled=False):
-                logits = model(input_ids=x.to(device)).logits
-            for r, k in enumerate(idx):  # log-softmax only where the continuation is (vocab x width is large)
+                if split_head:  # the vocabulary projection only where continuations are: most of the cost
+                    hidden = model.model(input_ids=x.to(device)).last_hidden_state
+                else:
+                    logits = model(input_ids=x.to(device)).logits
+            for r, k in enumerate(idx):
                 ids, n = reqs[k][2], reqs[k][3]
-                targets = torch.tensor(ids[-n:], device=logits.device)
-                lp = torch.log_softmax(logits[r, len(ids) - 1 - n:len(ids) - 1].float(), dim=-1)
+                targets = torch.tensor(ids[-n:], device=device)
+                span = slice(len(ids) - 1 - n, len(ids) - 1)
+                with autocast() if autocast else torch.autocast("cpu", enabled=False):
+                    row = model.lm_head(hidden[r, span]) if split_head else logits[r, span]
+                lp = torch.log_softmax(row.float(), dim=-1)
                 logp[k] = lp.gather(1, targets[:, None]).sum().item()
                 greedy[k] = bool((lp.argmax(-1) == targets).all())
     return reqs, logp, greedy
 
 
-def evaluate_task(model, tok, items: list[Item], device, max_len: int, batch_size: int, autocast=None) -> dict:
-    reqs, logp, greedy = score_items(model, tok, items, device, max_len, batch_size, autocast)
+def evaluate_task(model, tok, items: list[Item], device, max_len: int, batch_size: int, autocast=None,
+                  split_head: bool = True) -> dict:
+    reqs, logp, greedy = score_items(model, tok, items, device, max_len, batch_size, autocast, split_head)
     per_item: dict[int, list] = {}
     for (i, j, _ids, _n), lp, g in zip(reqs, logp, greedy):
         per_item.setdefault(i, []).append((j, lp, g))

@@ -208,6 +208,7 @@ class Trainer:
 
         model = self.eval_model
         model.eval()
+        self._eval_t0 = time.perf_counter()
         val, total, n_tok = {}, 0.0, 0
         ac = self._autocast()
         with torch.no_grad():
@@ -224,10 +225,14 @@ class Trainer:
                     val[name] = loss_sum / count
                     if name in self.own:
                         total, n_tok = total + loss_sum, n_tok + count
+        t0 = time.perf_counter()
+        val_s = t0 - self._eval_t0
         tasks = {name: ev.evaluate_task(model, self.tokenizer, items, self.device, self.tc.seq_len,
-                                        self.cfg.eval.batch_size, ac) for name, items in self.tasks.items()}
+                                        self.cfg.eval.batch_size, ac, split_head=not self.fsdp)
+                 for name, items in self.tasks.items()}
         model.train()
-        return {"val_loss": (total / n_tok) if n_tok else None, "val_loss_by_dataset": val, "tasks": tasks}
+        return {"val_loss": (total / n_tok) if n_tok else None, "val_loss_by_dataset": val, "tasks": tasks,
+                "eval_s": {"validation": round(val_s, 2), "tasks": round(time.perf_counter() - t0, 2)}}
 
     # ------------------------------------------------------------ the run
 
@@ -282,7 +287,8 @@ class Trainer:
         if distributed == "auto":
             distributed = "fsdp" if params["total"] >= 1e9 else "ddp"
         self.eval_model = model
-        if self.world > 1 and distributed == "fsdp":
+        self.fsdp = self.world > 1 and distributed == "fsdp"
+        if self.fsdp:
             from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
             mp = MixedPrecisionPolicy(param_dtype=self.amp_dtype or torch.float32, reduce_dtype=torch.float32)
@@ -369,7 +375,8 @@ class Trainer:
             if self.world > 1:
                 import torch.distributed as dist
 
-                dist.all_reduce(loss_acc, op=dist.ReduceOp.AVG)
+                dist.all_reduce(loss_acc)  # a sum: gloo (CPU) has no AVG
+                loss_acc /= self.world
             if done_step % tc.log_every == 0 or done_step in (1, total_steps):
                 loss_v = loss_acc.item()  # syncs the device
                 now = time.perf_counter()

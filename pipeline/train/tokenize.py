@@ -150,17 +150,17 @@ class SplitSelect(PipelineStep):
         else:
             docs = self.reader.run(None, rank, world_size)
         for doc in docs:
+            if self.drop_repeated:  # before the condition: a page's first copy decides, so it is in one split only
+                if doc.id in seen:
+                    self.stat_update("dropped_repeated_id")
+                    continue
+                seen.add(doc.id)
             if cond:
                 col, op, value = cond
                 have = doc.metadata.get(col)
                 if have is None or not _compare(have, op, value):
                     self.stat_update("dropped_by_where")
                     continue
-            if self.drop_repeated:
-                if doc.id in seen:
-                    self.stat_update("dropped_repeated_id")
-                    continue
-                seen.add(doc.id)
             if not doc.text.strip():
                 self.stat_update("dropped_empty")
                 continue
@@ -179,25 +179,19 @@ def _compare(have, op: str, value) -> bool:
 # ---------------------------------------------------------------- running it
 
 
-def _check_text_column(plan, column: str, source: str) -> None:
-    """Fail before any work when the shards lack the text column: name the file and its columns."""
-    if plan.format == "parquet":
-        import pyarrow.parquet as pq
+def _check_jsonl_text(plan, column: str) -> None:
+    """Fail before any work when JSONL shards lack the text field (Parquet: plan_input checks the schema)."""
+    if plan.format != "jsonl":
+        return
+    from pipeline.config import InputConfig
+    from pipeline.io.readers import JsonlReader
 
-        for f in plan.files:
-            names = pq.read_schema(f).names
-            if column not in names:
-                raise UserError(f"{f}: no text column {column!r} (columns: {', '.join(names[:20])}); "
-                                f"set the dataset's text_column or tokenize.text_column")
-    elif plan.format == "jsonl":
-        from pipeline.io.readers import JsonlReader
-        from pipeline.config import InputConfig
-
-        reader = JsonlReader(plan, InputConfig(source=source, format="jsonl"))
-        for pos, raw in reader.iter_file(plan.files[0]):
-            if isinstance(raw, dict) and column not in raw:
-                raise UserError(f"{plan.files[0]}:{pos}: no text field {column!r} (fields: {', '.join(list(raw)[:20])})")
-            break
+    reader = JsonlReader(plan, InputConfig(source=plan.source, format="jsonl"))
+    for pos, raw in reader.iter_file(plan.files[0]):
+        if isinstance(raw, dict) and column not in raw:
+            raise UserError(f"{plan.files[0]}:{pos}: no text field {column!r} (fields: {', '.join(list(raw)[:20])}); "
+                            f"set the dataset's text_column or tokenize.text_column")
+        break
 
 
 def _fingerprint(files: list[str], **params) -> str:
@@ -223,10 +217,10 @@ def tokenize(cfg, dataset, output: str | Path, force: bool = False) -> dict:
     column = dataset.text_column or t.text_column
     icfg = InputConfig(source=dataset.path, format="auto", limit=None, text_key=column, hf_name=None, streaming=False,
                        on_bad_record=cfg.input.on_bad_record, offline_fallback="none")
-    plan = plan_input(icfg)
-    if not plan.files:
-        raise UserError(f"{dataset.path}: no Parquet/JSONL shards to tokenize")
-    _check_text_column(plan, column, dataset.path)
+    plan = plan_input(icfg, "the dataset's text_column (tokenize --text-column) or tokenize.text_column")
+    if plan.format not in ("parquet", "jsonl"):
+        raise UserError(f"{dataset.path}: {plan.format} input; tokenize reads Parquet or JSONL shards (a stage's data/ folder)")
+    _check_jsonl_text(plan, column)
     tok_path = resolve_tokenizer(t.tokenizer, cfg.llm.model, cfg.llm.model_cache_dir)
     tok = load_tokenizer(tok_path)
     eos = eos_of(tok, t.eos_token, tok_path)
