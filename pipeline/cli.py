@@ -303,7 +303,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UserError("train needs --output (the run folder: checkpoints, metrics.jsonl, eval.json, model/)")
     cfg = _train_config(args)
     r = Trainer(cfg, args.output, force=args.force).run()
-    if not r.get("complete"):
+    if not r.get("complete") or int(os.environ.get("RANK", "0")) != 0:
         return 0
     val = f"{r['val_loss']:.4f}" if r.get("val_loss") is not None else "n/a (no held-out tokens)"
     print(f"train: {r['tokens']:,} tokens, validation loss {val}")

@@ -304,25 +304,45 @@ def test_benchmark_file_in_an_unknown_format(tokens, tmp_path):
     assert not (tmp_path / "r" / "checkpoints").exists()  # nothing trained before the evals were checked
 
 
-@pytest.mark.slow
-def test_ddp_under_torchrun_matches_one_process(tokens, tmp_path):
-    """Two CPU processes (gloo) with half the micro-batch each see the same global batches as one
-    process: the first step's loss is the same, and rank 0 writes the outputs."""
+@pytest.fixture(scope="module")
+def one_process_run(tokens, tmp_path_factory) -> tuple[dict, Path]:
+    tmp = tmp_path_factory.mktemp("one")
     data = json.loads(json.dumps(TRAIN_YAML))
     data["train"].update(tokens=64 * 4 * 4, threads=1)
-    one = tmp_path / "one"
-    r = synthweb("train", "--config", str(_yaml(tmp_path, data)), "--input", str(tokens), "--output", str(one))
+    r = synthweb("train", "--config", str(_yaml(tmp, data)), "--input", str(tokens), "--output", str(tmp / "one"))
     assert r.returncode == 0, r.stderr
-    data["train"]["micro_batch_size"] = 2
-    two = tmp_path / "two"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
-           "-m", "pipeline.cli", "train", "--config", str(_yaml(tmp_path, data, "ddp.yaml")), "--input", str(tokens),
-           "--output", str(two)]
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert p.returncode == 0, p.stderr[-3000:]
-    ev = json.loads((two / "eval.json").read_text())
+    return data, tmp / "one"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_torchrun_two_processes_match_one_and_resume(tokens, one_process_run, tmp_path, mode):
+    """Two CPU processes (gloo), half the micro-batch each, see the same global batches as one process:
+    the losses match step by step, also across a stop and a resume of the distributed run."""
+    data, one = one_process_run
+    data = json.loads(json.dumps(data))
+    data["train"].update(micro_batch_size=2, distributed=mode)
+    out = tmp_path / mode
+    cfg = _yaml(tmp_path, data, f"{mode}.yaml")
+    port = {"ddp": "29533", "fsdp": "29534"}[mode]
+
+    def torchrun(*extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
+               "-m", "pipeline.cli", "train", "--config", str(cfg), "--input", str(tokens), "--output", str(out), *extra]
+        p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert p.returncode == 0, p.stderr[-3000:]
+        return p
+
+    p = torchrun("--set", "train.stop_after_steps=2")
+    assert p.stdout.count("rerun to resume") == 1  # rank 0 speaks for the job
+    p = torchrun()
+    assert "resuming from step-0000002" in p.stdout
+    ev = json.loads((out / "eval.json").read_text())
     assert ev["world_size"] == 2 and ev["tokens"] == 64 * 4 * 4
-    first = [json.loads(x) for x in (one / "metrics.jsonl").read_text().splitlines()][0]
-    first2 = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()][0]
-    assert first2["loss"] == pytest.approx(first["loss"], abs=1e-4)
-    assert json.loads((two / "run.json").read_text())["distributed"] == "ddp"
+    assert json.loads((out / "run.json").read_text())["distributed"] == mode
+
+    def losses(run):
+        return [x["loss"] for x in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if x["type"] == "train"]
+
+    assert losses(out) == pytest.approx(losses(one), abs=2e-4)

@@ -78,9 +78,13 @@ class Trainer:
         """``extra_val``: more tokenized folders whose held-out tokens are evaluated (ablations)."""
         self.cfg, self.tc, self.out = cfg, cfg.train, Path(output)
         self.extra_val = extra_val or {}
-        self.force, self.log = force, log
+        self.force, self._log = force, log
         self._datasets_override = datasets
         self._stop_signal = False
+
+    def log(self, msg: str) -> None:
+        if int(os.environ.get("RANK", "0")) == 0:  # one voice per job under torchrun
+            self._log(msg)
 
     # ------------------------------------------------------------ setup
 
