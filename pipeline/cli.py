@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from pipeline import __version__
 from pipeline.errors import StageFailed, UserError
@@ -327,6 +328,35 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.stages import publish
+
+    cfg = load_config(args.config, args.overrides)
+    p = cfg.publish
+    repo_id = args.repo_id or p.repo_id
+    subsets = dict(p.subsets)
+    for item in args.subset:
+        if "=" not in item:
+            raise UserError(f"--subset {item!r}: expected NAME=FOLDER, e.g. textbooks=output/generate/textbooks")
+        name, path = item.split("=", 1)
+        subsets[name.strip()] = path.strip()
+    if repo_id:
+        publish.check_repo_id(repo_id)
+        p.repo_id = repo_id
+    elif not args.dry_run:
+        raise UserError("publish needs --repo-id namespace/name (or publish.repo_id), or --dry-run DIR")
+    token = None if args.dry_run else publish.hub_token()  # before any work: a missing login fails fast
+    dest = Path(args.dry_run) if args.dry_run else Path(cfg.run.output) / "_publish"
+    counts = publish.build(cfg, subsets, dest, args.ablation or p.ablation)
+    print("publish: " + ", ".join(f"{n} {c:,} rows" for n, c in counts.items()) + f"; layout and card in {dest}")
+    if args.dry_run:
+        return 0
+    url = publish.push(dest, repo_id, p.private, token)
+    print(f"publish: pushed to https://huggingface.co/datasets/{repo_id} ({url})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthweb", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"synthweb {__version__}")
@@ -514,6 +544,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--force", action="store_true", help="train every run again")
     p.set_defaults(func=_cmd_ablate)
+
+    p = sub.add_parser(
+        "publish", help="final shards -> a Hugging Face dataset repo (data/<config>/*.parquet + dataset card)",
+        description="Re-shard each --subset's final shards into data/<config>/train-NNNNN-of-NNNNN.parquet, write a "
+        "dataset card (YAML configs, license, language, size; how each subset was made, from its run folder; the "
+        "ablation table), then push with huggingface_hub (token from HF_TOKEN or `hf auth login`). --dry-run DIR "
+        "writes the layout there and pushes nothing.",
+    )
+    p.add_argument("--subset", action="append", default=[], metavar="NAME=FOLDER",
+                   help="a config of the dataset and the stage run folder holding it (repeatable)")
+    p.add_argument("--repo-id", help="namespace/name on the Hub (sets publish.repo_id)")
+    p.add_argument("--ablation", help="an ablate output folder whose table goes into the card")
+    p.add_argument("--dry-run", metavar="DIR", help="write the repository layout to DIR; push nothing")
+    p.add_argument("--config", "-c", default=None, help="YAML config (default: configs/default.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_publish)
     return parser
 
 

@@ -677,6 +677,20 @@ class AblateConfig(Strict):
         return v
 
 
+class PublishConfig(Strict):
+    """``synthweb publish``: final shards -> a Hugging Face dataset repository (layout + card)."""
+
+    repo_id: str | None = None  # namespace/name
+    subsets: dict[str, str] = {}  # config name -> a stage run folder (or its data/ or kept/)
+    ablation: str | None = None  # an ablate output folder: its table goes into the card
+    private: bool = False
+    license: str = "odc-by"
+    language: list[str] = ["en"]
+    task_categories: list[str] = ["text-generation"]
+    pretty_name: str | None = None
+    max_rows_per_shard: int = Field(default=100_000, ge=1)
+
+
 class Config(Strict):
     run: RunConfig = RunConfig()
     input: InputConfig = InputConfig()
@@ -699,6 +713,7 @@ class Config(Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     ablate: AblateConfig = AblateConfig()
+    publish: PublishConfig = PublishConfig()
 
     @model_validator(mode="after")
     def _routing_covers_buckets(self) -> "Config":

@@ -206,9 +206,25 @@ class Trainer:
             return None
         return lambda: torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def _summed_loss(self, model, b, ac) -> float:
+        """Summed next-token loss of a batch; the vocabulary projection a few rows at a time, so the
+        logits never exist for the whole batch (32 x 2048 x 49152 floats would be 13 GB)."""
+        import torch.nn.functional as F
+
+        with ac() if ac else nullcontext():
+            if self.fsdp:
+                logits = model(input_ids=b[:, :-1]).logits
+                return F.cross_entropy(logits.float().flatten(0, 1), b[:, 1:].flatten(), reduction="sum").item()
+            hidden = model.model(input_ids=b[:, :-1]).last_hidden_state
+        total = 0.0
+        for r in range(0, b.size(0), 4):
+            with ac() if ac else nullcontext():
+                logits = model.lm_head(hidden[r:r + 4])
+            total += F.cross_entropy(logits.float().flatten(0, 1), b[r:r + 4, 1:].flatten(), reduction="sum").item()
+        return total
+
     def evaluate(self) -> dict:
         import torch
-        import torch.nn.functional as F
 
         model = self.eval_model
         model.eval()
@@ -220,10 +236,7 @@ class Trainer:
                 loss_sum, count = 0.0, 0
                 for batch in validation_batches(files, self.tc.seq_len, self.cfg.eval.batch_size, self.cfg.eval.val_batches):
                     b = torch.from_numpy(batch).to(self.device)
-                    with ac() if ac else nullcontext():
-                        logits = model(input_ids=b[:, :-1]).logits
-                    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), b[:, 1:].reshape(-1), reduction="sum")
-                    loss_sum += loss.item()
+                    loss_sum += self._summed_loss(model, b, ac)
                     count += b[:, 1:].numel()
                 if count:
                     val[name] = loss_sum / count
