@@ -259,7 +259,7 @@ class Trainer:
 
         self._dist()
         if self.force and self.rank == 0 and self.out.exists():
-            for name in ("checkpoints", "metrics.jsonl", "eval.json", "model", "tensorboard", "run.json"):
+            for name in ("checkpoints", "metrics.jsonl", "eval.json", "model", "tensorboard", "run.json", "tokens"):
                 p = self.out / name
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         self.out.mkdir(parents=True, exist_ok=True)
