@@ -289,7 +289,9 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
 
     if not args.input or not args.output:
         raise UserError("tokenize needs --input (Parquet/JSONL shards) and --output (the token folder)")
-    cfg = _train_config(argparse.Namespace(overrides=args.overrides, config=args.config))
+    from pipeline.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
     m = tokenize(cfg, TrainDataset(path=args.input, text_column=args.text_column, where=args.where), args.output,
                  force=args.force)
     print(f"tokenize: {m['documents']['train']:,} documents, {m['tokens']['train']:,} tokens for training, "

@@ -113,7 +113,9 @@ class Mixture:
 
 
 def validation_batches(files: TokenFiles, seq_len: int, batch: int, max_batches: int):
-    """The first ``max_batches`` batches of consecutive held-out windows (the same in every run)."""
+    """The first ``max_batches`` batches of consecutive held-out windows (the same in every run).
+    A held-out split shorter than one sequence is read as one shorter window."""
+    seq_len = min(seq_len, len(files) - 1)
     n = min((len(files) - 1) // seq_len, batch * max_batches)
     for start in range(0, n, batch):
         idx = range(start, min(start + batch, n))

@@ -194,7 +194,9 @@ class Trainer:
                     self.tb.add_scalar(f"{prefix}/{k}", v, rec["tokens"])
                 elif isinstance(v, dict):
                     for kk, vv in v.items():
-                        if isinstance(vv, (int, float)):
+                        if isinstance(vv, dict):  # a task's scores: its length-normalised accuracy
+                            vv = vv.get("acc_norm")
+                        if isinstance(vv, (int, float)) and not isinstance(vv, bool):
                             self.tb.add_scalar(f"{prefix}/{k}/{kk}", vv, rec["tokens"])
 
     # ------------------------------------------------------------ evaluation
@@ -284,7 +286,14 @@ class Trainer:
                    for i, (name, folder, _m, _w) in enumerate(datasets)]
         self.mixture = Mixture(sources, [w for *_, w in datasets])
         folders = {name: folder for name, folder, _m, _w in datasets} | dict(self.extra_val)
-        self.val_files = {name: f for name, folder in folders.items() if len(f := TokenFiles(folder, "val")) > tc.seq_len}
+        self.val_files = {}
+        for name, folder in folders.items():
+            f = TokenFiles(folder, "val")
+            if len(f) > 16:
+                self.val_files[name] = f
+            else:
+                self.log(f"train: {name} has {len(f)} held-out tokens, too few for a validation loss; "
+                         f"raise tokenize.validation_fraction")
         self.own = [name for name, *_ in datasets]
 
         per_step = tc.micro_batch_size * tc.grad_accum * self.world * tc.seq_len
