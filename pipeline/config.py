@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import inspect
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +32,20 @@ class Strict(BaseModel):
 class RunConfig(Strict):
     output: str = "output/default"
     seed: int = 42
+    stages: list[str] | None = None  # synthweb run: these stages only, in pipeline order (null: all)
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        from pipeline.run import STAGES
+
+        for s in v:
+            if s not in STAGES:
+                close = difflib.get_close_matches(s, STAGES, n=1)
+                raise ValueError(f"unknown stage {s!r} (stages: {', '.join(STAGES)})" + (f"; did you mean {close[0]!r}?" if close else ""))
+        return sorted(set(v), key=STAGES.index)
 
 
 class InputConfig(Strict):
@@ -334,6 +349,35 @@ AUDIENCES = ("young_children", "middle_school", "high_school", "college", "resea
 FORMATS = ("textbook_narrative", "textbook_academic", "lecture_notes", "blog_post", "wikihow", "story", "qa")
 
 
+def merge_llm(base: "LLMConfig", override: dict[str, Any]) -> "LLMConfig":
+    """``base`` with ``override`` laid over it (nested sections merged key by key): a jury member, a
+    teacher or a judge is "the llm section, but with this model / this sampling"."""
+    merged = base.model_dump()
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k] = {**merged[k], **v}
+        else:
+            merged[k] = v
+    return LLMConfig.model_validate(merged)
+
+
+class JudgeConfig(Strict):
+    """Multi-teacher generation: who picks the best of the teachers' answers to one prompt."""
+
+    kind: Literal["llm", "classifier"] = "llm"  # llm: a judge prompt picks one; classifier: the highest score
+    classifier: str | None = None  # kind classifier: a train-classifier folder (synthweb run fills in its own)
+    llm: dict[str, Any] = {}  # kind llm: overrides of the llm section for the judge model
+    template: str = "pick"  # prompts/judge/<template>.j2
+    max_chars: int = Field(default=2500, ge=200)  # each candidate shown to the LLM judge, cut at a word boundary
+    shuffle: bool = True  # candidates in a seeded random order per prompt (LLM judges favour positions)
+
+    @model_validator(mode="after")
+    def _check(self) -> "JudgeConfig":
+        if self.kind == "llm":
+            merge_llm(LLMConfig(), self.llm)
+        return self
+
+
 class GenerateConfig(Strict):
     """``synthweb generate``: seeds -> topics + personas -> prompt matrix -> LLM -> synthetic texts."""
 
@@ -351,6 +395,31 @@ class GenerateConfig(Strict):
     prompts_dir: str | None = None  # default: the repository's prompts/
     topics: TopicsConfig = TopicsConfig()
     personas: PersonasConfig = PersonasConfig()
+    # multi-teacher: each prompt goes to every teacher (llm overrides + a name), the judge keeps the best
+    teachers: list[dict[str, Any]] = []
+    judge: JudgeConfig = JudgeConfig()
+
+    @field_validator("teachers")
+    @classmethod
+    def _teachers(cls, v: list[dict]) -> list[dict]:
+        names = []
+        for i, t in enumerate(v):
+            if not isinstance(t, dict) or not str(t.get("name") or "").strip():
+                raise ValueError(f"teachers[{i}] needs a name, e.g. {{name: smol-1.7b, model: HuggingFaceTB/SmolLM2-1.7B-Instruct}}")
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", t["name"]):
+                raise ValueError(f"teachers[{i}].name {t['name']!r}: use letters, digits, '.', '_' or '-'")
+            try:
+                merge_llm(LLMConfig(), {k: x for k, x in t.items() if k != "name"})
+            except ValidationError as e:
+                err = e.errors()[0]
+                raise ValueError(f"teachers[{i}].{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+            names.append(t["name"])
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"two teachers are named {dup[0]!r}")
+        if len(v) == 1:
+            raise ValueError("one teacher is the llm section itself; name two or more, or none")
+        return v
 
     @field_validator("audiences", "formats")
     @classmethod

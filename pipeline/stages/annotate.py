@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 from datatrove.data import Document
 
-from pipeline.config import Config, LLMConfig
+from pipeline.config import Config, LLMConfig, merge_llm
 from pipeline.llm.engine import make_engine, sampling_for
 from pipeline.llm.step import LLMStep, cpu_threads
 from pipeline.llm.types import Request
@@ -107,17 +107,7 @@ def cut_text(text: str, max_chars: int) -> tuple[str, bool]:
 
 def jury_members(cfg: Config) -> list[LLMConfig]:
     """The annotators: the ``llm`` section, then each jury entry merged over it."""
-    base = cfg.llm.model_dump()
-    members = [cfg.llm]
-    for override in cfg.annotate.jury:
-        merged = json.loads(json.dumps(base))
-        for k, v in override.items():
-            if isinstance(v, dict) and isinstance(merged.get(k), dict):
-                merged[k].update(v)
-            else:
-                merged[k] = v
-        members.append(LLMConfig.model_validate(merged))
-    return members
+    return [cfg.llm, *(merge_llm(cfg.llm, o) for o in cfg.annotate.jury)]
 
 
 class AnnotateStep(LLMStep):

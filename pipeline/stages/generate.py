@@ -22,13 +22,14 @@ from pathlib import Path
 import pyarrow as pa
 from datatrove.data import Document
 
-from pipeline.config import Config
+from pipeline.config import Config, LLMConfig, merge_llm
 from pipeline.errors import UserError
 from pipeline.llm.engine import make_engine, sampling_for
 from pipeline.llm.step import LLMStep, cpu_threads, default_cache_path
 from pipeline.llm.types import Request, Result
 from pipeline.prompts import load_yaml, template
 from pipeline.stages.base import StageContext
+from pipeline.stages.judge import check_judge
 
 GEN_FIELDS = [
     pa.field("prompt", pa.string()),
@@ -49,6 +50,9 @@ GEN_FIELDS = [
     pa.field("prompt_tokens", pa.int32()),
     pa.field("completion_tokens", pa.int32()),
     pa.field("truncated_prompt", pa.bool_()),
+    pa.field("teacher", pa.string()),  # multi-teacher: the teacher whose answer was kept (null with one model)
+    pa.field("teacher_scores", pa.string()),  # JSON {teacher: the judge's score of its answer}
+    pa.field("judge", pa.string()),
 ]
 STAGE_FIELDS = GEN_FIELDS + [pa.field("text_token_length", pa.int32()), pa.field("finish_reason", pa.string())]
 REMOVED_FIELDS = GEN_FIELDS + [
@@ -123,11 +127,24 @@ class PromptBuilder:
         return text
 
 
+def teachers_of(cfg: Config) -> list[tuple[str, LLMConfig]]:
+    """The named teachers of multi-teacher generation (empty: the llm section alone generates)."""
+    return [(t["name"], merge_llm(cfg.llm, {k: v for k, v in t.items() if k != "name"})) for t in cfg.generate.teachers]
+
+
+def _engine_key(c: LLMConfig) -> str:
+    """What makes two configs the same loaded model (sampling travels with each request)."""
+    d = c.model_dump()
+    d.pop("sampling", None)
+    return json.dumps(d, sort_keys=True)
+
+
 class GenerateStep(LLMStep):
     name = "🤖 generate"
 
     def __init__(self, cfg: Config, output: str, failures=None, threads=None):
-        super().__init__(cfg.llm, cfg.run.seed, output, failures, threads)
+        self.teachers = teachers_of(cfg)
+        super().__init__(self.teachers[0][1] if self.teachers else cfg.llm, cfg.run.seed, output, failures, threads)
         self.cfg = cfg
         self.output = output
 
@@ -147,14 +164,37 @@ class GenerateStep(LLMStep):
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         self._prepare_task()
-        yield from super().run(data, rank, world_size)
+        if not self.teachers:
+            yield from super().run(data, rank, world_size)
+            return
+        # every teacher's engine (one per distinct model) and the judge live for the whole task
+        self._engines: dict[str, object] = {}
+        try:
+            yield from super().run(data, rank, world_size)
+        finally:
+            for e in self._engines.values():
+                e.close()
+
+    def _engine_for(self, main, c: LLMConfig, tag: str):
+        key = _engine_key(c)
+        if key == _engine_key(self.llm):
+            return main
+        if key not in self._engines:
+            self._engines[key] = make_engine(c, self.cache_path, Path(self.metrics_dir) / f"{self._rank:05d}-{tag}.json")
+        return self._engines[key]
 
     def _flush(self, engine, chunk: list[Document]):
+        prepared = list(self._prepared(engine, chunk))
+        if self.teachers:
+            yield from self._flush_teachers(engine, prepared)
+        else:
+            yield from super()._flush(engine, prepared)
+
+    def _prepared(self, engine, chunk: list[Document]):
         g = self.cfg.generate
         self._engine = engine
         extracts = [extract_of(d.text, g.seed_extract_chars) for d in chunk]
         assigned = self.topics.assign(self.encoder.encode(extracts)) if self.topics else [(None, None)] * len(chunk)
-        prepared: list[Document] = []
         for doc, extract, (topic, dist) in zip(chunk, extracts, assigned):
             meta = doc.metadata
             seed_id, seed_url = str(doc.id), meta.get("url")
@@ -171,28 +211,92 @@ class GenerateStep(LLMStep):
                 m = {"seed_id": seed_id, "seed_url": seed_url, "seed_extract": extract,
                      "topic": topic.label if topic else None, "topic_distance": dist, **p,
                      "history": meta.get("history"), "source": "synthweb/generate"}
-                prepared.append(Document(text=p["prompt"], id=f"{seed_id}/g{k}", metadata=m))
-        yield from super()._flush(engine, prepared)
+                yield Document(text=p["prompt"], id=f"{seed_id}/g{k}", metadata=m)
 
-    def request_for(self, doc: Document) -> Request:
-        return Request(str(doc.id), [{"role": "user", "content": doc.metadata["prompt"]}], self._sampling(doc))
+    def request_for(self, doc: Document, teacher: tuple[str, LLMConfig] | None = None) -> Request:
+        rid = str(doc.id) if teacher is None else f"{doc.id}/teacher/{teacher[0]}"
+        return Request(rid, [{"role": "user", "content": doc.metadata["prompt"]}], self._sampling(doc, teacher))
 
-    def _sampling(self, doc: Document):
-        return sampling_for(self.llm, str(doc.id), self.run_seed, max_tokens=self.cfg.generate.max_tokens)
+    def _sampling(self, doc: Document, teacher: tuple[str, LLMConfig] | None = None):
+        llm, rid = (self.llm, str(doc.id)) if teacher is None else (teacher[1], f"{doc.id}/teacher/{teacher[0]}")
+        return sampling_for(llm, rid, self.run_seed, max_tokens=self.cfg.generate.max_tokens)
 
-    def _common(self, doc: Document, res: Result) -> None:
+    def _common(self, doc: Document, res: Result, teacher: tuple[str, LLMConfig] | None = None) -> None:
         doc.metadata.update(model=res.model, engine=res.engine, prompt_tokens=res.prompt_tokens,
-                            truncated_prompt=res.truncated, sampling=json.dumps(self._sampling(doc).as_dict()),
+                            truncated_prompt=res.truncated, sampling=json.dumps(self._sampling(doc, teacher).as_dict()),
                             completion_tokens=res.completion_tokens)
 
-    def _tokens(self, text: str) -> int:
-        tok = getattr(self._engine, "tokenizer", None)
-        return len(tok(text, add_special_tokens=False)["input_ids"]) if tok is not None else len(text.split())
+    # ------------------------------------------------------------------ multi-teacher
 
-    def apply(self, doc: Document, res: Result) -> list[Document]:
+    def _flush_teachers(self, engine, docs: list[Document]):
+        """Every prompt to every teacher; the answers that pass the length checks are judged, the best
+        is kept with its teacher named, and a prompt no teacher answered usably goes to removed/."""
+        from pipeline.stages.judge import Judge
+
+        if not docs:
+            return
+        if not hasattr(self, "_judge"):
+            self._judge = Judge(self.cfg, lambda c: self._engine_for(engine, c, "judge"), self.run_seed)
+        per_teacher = []
+        for t in self.teachers:
+            eng = self._engine_for(engine, t[1], f"teacher-{t[0]}")
+            per_teacher.append(eng.generate([self.request_for(d, t) for d in docs]))
+        pending = []  # (doc, [(teacher, candidate Document)])
+        for i, doc in enumerate(docs):
+            self.stat_update("requests")
+            cands, first_fail = [], None
+            for t, results in zip(self.teachers, per_teacher):
+                res = results[i]
+                self.stat_update(f"requests_{t[0]}")
+                if res.cached:
+                    self.stat_update("cache_hits")
+                if res.error:
+                    self.stat_update(f"teacher_failed_{res.error}")
+                    first_fail = first_fail or (t, res, None, None)
+                    continue
+                d = Document(text=doc.text, id=doc.id, metadata=dict(doc.metadata))
+                self._common(d, res, t)
+                for new, reason, raw in self._candidates(d, res):
+                    if reason:
+                        self.stat_update(f"teacher_rejected_{reason}")
+                        first_fail = first_fail or (t, res, new, reason)
+                    else:
+                        new.metadata["teacher"] = t[0]
+                        cands.append((t[0], new))
+            if cands:
+                pending.append((doc, cands))
+                continue
+            self.stat_update("dropped")
+            t, res, new, reason = first_fail
+            reason = reason or f"llm_{res.error}"
+            self.stat_update(f"dropped_{reason}")
+            if self.failures is not None:
+                out = new if new is not None else self.failed(doc, res)
+                out.metadata.update(filter_reason=reason, teacher=t[0])
+                if new is not None:
+                    out.metadata["raw_reply"] = res.outputs[0].text if res.outputs else None
+                self.failures.write(out, rank=self._rank)
+        if not pending:
+            return
+        verdicts = self._judge.pick([(doc.metadata["prompt"], [c for _, c in cands]) for doc, cands in pending])
+        for (doc, cands), (best, scores) in zip(pending, verdicts):
+            if best < 0:
+                self.stat_update("judge_failed")  # the first teacher's answer is kept, its scores left empty
+                best = 0
+            name, kept = cands[best]
+            kept.metadata.update(teacher_scores=json.dumps({n: s for (n, _), s in zip(cands, scores)}),
+                                 judge=self._judge.name)
+            self.stat_update(f"won_{name}")
+            if len(cands) > 1:
+                self.stat_update("judged")
+            if kept.metadata["finish_reason"] == "length":
+                self.stat_update("kept_hit_max_tokens")
+            self.update_doc_stats(kept)
+            yield kept
+
+    def _candidates(self, doc: Document, res: Result):
+        """(Document, reason or None, raw reply) per output of a result, after cleaning and the length checks."""
         g = self.cfg.generate
-        self._common(doc, res)
-        kept = []
         for k, out in enumerate(res.outputs):
             text = self.builder.strip_openers(out.text) if g.strip_openers else out.text.strip()
             meta = dict(doc.metadata, finish_reason=out.finish_reason, text_token_length=self._tokens(text),
@@ -203,14 +307,24 @@ class GenerateStep(LLMStep):
                 reason = "too_short"
             elif out.finish_reason == "length" and g.on_length == "drop":
                 reason = "hit_max_tokens"
+            yield new, reason, out.text
+
+    def _tokens(self, text: str) -> int:
+        tok = getattr(self._engine, "tokenizer", None)
+        return len(tok(text, add_special_tokens=False)["input_ids"]) if tok is not None else len(text.split())
+
+    def apply(self, doc: Document, res: Result) -> list[Document]:
+        self._common(doc, res)
+        kept = []
+        for new, reason, raw in self._candidates(doc, res):
             if reason:
                 self.stat_update("dropped")
                 self.stat_update(f"dropped_{reason}")
                 if self.failures is not None:
-                    new.metadata.update(filter_reason=reason, raw_reply=out.text)
+                    new.metadata.update(filter_reason=reason, raw_reply=raw)
                     self.failures.write(new, rank=self._rank)
                 continue
-            if out.finish_reason == "length":
+            if new.metadata["finish_reason"] == "length":
                 self.stat_update("kept_hit_max_tokens")
             kept.append(new)
         return kept
@@ -218,6 +332,28 @@ class GenerateStep(LLMStep):
     def failed(self, doc: Document, res: Result) -> Document:
         self._common(doc, res)
         return super().failed(doc, res)
+
+
+def win_rates(data_dir: Path) -> dict:
+    """Multi-teacher: per teacher, prompts won and the mean judge score of its answers."""
+    import pyarrow.parquet as pq
+
+    rows = [r for f in sorted(data_dir.glob("*.parquet"))
+            for r in pq.read_table(f, columns=["teacher", "teacher_scores", "judge"]).to_pylist()]
+    won: dict[str, int] = {}
+    scores: dict[str, list[float]] = {}
+    for r in rows:
+        for t, s in json.loads(r["teacher_scores"] or "{}").items():
+            won.setdefault(t, 0)
+            if s is not None:
+                scores.setdefault(t, []).append(s)
+        if r["teacher"]:
+            won[r["teacher"]] = won.get(r["teacher"], 0) + 1
+    n = sum(won.values())
+    return {"prompts": n, "judge": next((r["judge"] for r in rows if r["judge"]), None),
+            "by_teacher": {t: {"won": w, "win_rate": round(w / n, 4) if n else 0.0,
+                               "mean_judge_score": round(sum(scores[t]) / len(scores[t]), 4) if scores.get(t) else None}
+                           for t, w in sorted(won.items(), key=lambda kv: -kv[1])}}
 
 
 # ------------------------------------------------------------------ before the tasks: topics + personas
@@ -270,6 +406,7 @@ def prepare(ctx: StageContext, printer=print) -> dict:
     cfg, out = ctx.cfg, ctx.output
     g = cfg.generate
     PromptBuilder(cfg, [])  # templates and matrix checked before any model is loaded
+    check_judge(cfg)
     done = out / "_logs" / "prepare.json"
     if done.exists():
         return json.loads(done.read_text())

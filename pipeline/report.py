@@ -1,0 +1,460 @@
+"""``synthweb report``: one self-contained HTML page for a run folder (``synthweb run``'s output).
+
+Everything comes from what the stages wrote: stats.json (counts, drops by reason, LLM engine figures,
+audit, diversity), the shards (scores, lengths, topics, teachers), the classifier's metrics.json,
+dedup's removed rows (cluster sizes), decontamination's report.json and the ablation's results.json.
+Plots are matplotlib PNGs inlined as base64, so the page opens anywhere, offline, as one file. A
+section whose stage did not run says so instead of showing an empty plot.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from pipeline.errors import UserError
+from pipeline.io.writer import _atomic_write_text
+
+# stage folder, label in the funnel, the tag of its main output
+FUNNEL = [("seeds", "seeds", "data"), ("annotate", "annotated", "data"), ("classify", "classified", "data"),
+          ("filter", "filter kept", "kept"), ("generate", "textbooks", "data"), ("rephrase", "rephrased", "data")]
+SUBSETS = {"textbooks": "generate/data", "rephrased": "rephrase/data", "filtered-web": "filter/kept"}
+LLM_STAGES = ("annotate", "generate", "rephrase")
+
+
+def _stats(folder: Path) -> dict | None:
+    p = folder / "stats.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _column(folder: Path, name: str) -> list:
+    vals: list = []
+    for f in sorted(folder.glob("*.parquet")):
+        if name in pq.read_schema(f).names:
+            vals += pq.read_table(f, columns=[name]).column(name).to_pylist()
+    return vals
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _img(b64: str, alt: str) -> str:
+    return f'<img class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    def cell(v):
+        if isinstance(v, float) and v != v:
+            return "n/a"
+        if isinstance(v, float):
+            return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"
+        if isinstance(v, int):
+            return f"{v:,}"
+        return html.escape("" if v is None else str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+class Report:
+    def __init__(self, run: Path):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        self.plt, self.run = plt, run
+        self.sections: list[tuple[str, str]] = []
+        m = run / "run.json"
+        self.manifest = json.loads(m.read_text()) if m.exists() else {}
+        self.stats = {s: _stats(run / s) for s, _, _ in FUNNEL}
+        self.plots = 0
+
+    def add(self, title: str, body: str) -> None:
+        self.sections.append((title, body))
+
+    def fig(self, w: float = 8, h: float = 3.4):
+        return self.plt.subplots(figsize=(w, h))
+
+    def image(self, fig, alt: str) -> str:
+        self.plots += 1
+        return _img(_png(fig), alt)
+
+    # ------------------------------------------------------------------ sections
+
+    def funnel(self) -> None:
+        rows, labels, counts = [], [], []
+        s0 = self.stats.get("seeds")
+        if s0:
+            labels.append("web pages read")
+            counts.append(s0["records_in"])
+        for stage, label, _ in FUNNEL:
+            s = self.stats.get(stage)
+            if not s:
+                continue
+            labels.append(label)
+            counts.append(s.get("records_out", 0))
+            drops = ", ".join(f"{k} {v:,}" for k, v in list(s.get("dropped_by_reason", {}).items())[:6])
+            rows.append([stage, s.get("records_in", 0), s.get("records_out", 0), s.get("removed", 0), drops or "-"])
+        for stage in ("dedup", "decontaminate"):
+            for sub in sorted((self.run / stage).glob("*/stats.json")):
+                s = json.loads(sub.read_text())
+                labels.append(f"{stage} {sub.parent.name}")
+                counts.append(s.get("records_out", 0))
+                drops = ", ".join(f"{k} {v:,}" for k, v in s.get("dropped_by_reason", {}).items()) or \
+                    (f"removed {s.get('removed', 0):,}" if s.get("removed") else "-")
+                rows.append([f"{stage} ({sub.parent.name})", s.get("records_in", 0), s.get("records_out", 0),
+                             s.get("removed", 0), drops])
+        if not counts:
+            self.add("Funnel", "<p>No stage of this run has finished yet.</p>")
+            return
+        fig, ax = self.fig(9, 0.45 * len(labels) + 1.2)
+        y = range(len(labels))[::-1]
+        ax.barh(list(y), counts, color="#1f77b4")
+        ax.set_yticks(list(y), labels)
+        for yi, c in zip(y, counts):
+            ax.text(c, yi, f" {c:,}", va="center", fontsize=8)
+        ax.set_xlabel("documents")
+        ax.set_title("documents after each stage")
+        body = self.image(fig, "funnel")
+        drops = Counter()
+        for stage, _, _ in FUNNEL:
+            for k, v in (self.stats.get(stage) or {}).get("dropped_by_reason", {}).items():
+                drops[f"{stage}: {k}"] += v
+        if drops:
+            top = drops.most_common(15)[::-1]
+            fig, ax = self.fig(9, 0.35 * len(top) + 1.2)
+            ax.barh([k for k, _ in top], [v for _, v in top], color="#d62728")
+            ax.set_xlabel("documents dropped")
+            ax.set_title("drops by reason (top 15)")
+            ax.tick_params(axis="y", labelsize=8)
+            body += self.image(fig, "drops by reason")
+        self.add("Funnel", body + _table(["stage", "in", "out", "removed", "dropped by reason"], rows))
+
+    def scores(self) -> None:
+        body = ""
+        a = self.stats.get("annotate")
+        c = self.stats.get("classify")
+        if a:
+            hist = a.get("annotation", {}).get("int_score_histogram") or dict(Counter(
+                str(x) for x in _column(self.run / "annotate" / "data", "int_score")))
+            fig, ax = self.fig(5, 3)
+            ks = [str(k) for k in range(6)]
+            ax.bar(ks, [hist.get(k, 0) for k in ks], color="#2ca02c")
+            ax.set_xlabel("int_score (LLM annotator)")
+            ax.set_ylabel("documents")
+            ax.set_title(f"LLM annotation, {sum(hist.values()):,} documents")
+            body += self.image(fig, "annotation scores")
+        if c:
+            sc = [x for x in _column(self.run / "classify" / "data", "score") if x is not None]
+            if sc:
+                fig, ax = self.fig(5, 3)
+                ax.hist(sc, bins=30, color="#9467bd")
+                if self.stats.get("filter"):
+                    from pipeline.config import load_config
+
+                    try:
+                        t = load_config(self.run / "filter" / "config.yaml").filter.threshold
+                        ax.axvline(t - 0.5, color="k", ls="--", lw=1, label=f"filter: int_score >= {t:g}")
+                        ax.legend(fontsize=8)
+                    except UserError:
+                        pass
+                ax.set_xlabel("classifier score")
+                ax.set_ylabel("documents")
+                ax.set_title(f"filter classifier, {len(sc):,} documents")
+                body += self.image(fig, "classifier scores")
+        mp = self.run / "classifier" / "metrics.json"
+        if mp.exists():
+            m = json.loads(mp.read_text())
+            body += _table(["classifier", "evaluated on", "n", f"binary F1@{m.get('threshold')}", "precision", "recall",
+                            "macro-F1", "accuracy"],
+                           [[m.get("name", "classifier"), m.get("evaluated_on"), m.get("n_evaluated"), m.get("binary_f1"),
+                             m.get("precision"), m.get("recall"), m.get("macro_f1"), m.get("accuracy")]])
+            for w in m.get("warnings", []):
+                body += f"<p class='warn'>{html.escape(str(w))}</p>"
+        self.add("Scores", body or "<p>No annotation or classification in this run.</p>")
+
+    def distributions(self) -> None:
+        g = self.stats.get("generate")
+        if not g:
+            self.add("Topics, audiences, formats", "<p>No generation in this run.</p>")
+            return
+        data = self.run / "generate" / "data"
+        body = ""
+        fig, axes = self.plt.subplots(1, 3, figsize=(13, 3.8))
+        for ax, col, colour in zip(axes, ("topic", "audience", "format"), ("#1f77b4", "#ff7f0e", "#2ca02c")):
+            cnt = Counter(x or "(none)" for x in _column(data, col)).most_common(12)[::-1]
+            ax.barh([k[:28] for k, _ in cnt], [v for _, v in cnt], color=colour)
+            ax.set_title(f"{col}s")
+            ax.tick_params(axis="y", labelsize=8)
+        body += self.image(fig, "topic audience format")
+        d = g.get("diversity", {})
+        if d:
+            rows = [["generations", d.get("generations")], ["with a persona", d.get("with_persona")],
+                    ["top-20 openings share", d.get("top20_openings_share")],
+                    ["near-duplicate rate", d.get("near_duplicate_rate")],
+                    ["mean pairwise similarity", d.get("mean_pairwise_similarity")]]
+            body += _table(["diversity", "value"], rows)
+        body += self.teachers(data, g)
+        self.add("Topics, audiences, formats", body)
+
+    def teachers(self, data: Path, g: dict) -> str:
+        won = Counter(x for x in _column(data, "teacher") if x)
+        if not won:
+            return "<h3>Teachers</h3><p>One generator (no generate.teachers): no win rates.</p>"
+        scores: dict[str, list[float]] = {}
+        for s in _column(data, "teacher_scores"):
+            for t, v in json.loads(s or "{}").items():
+                if v is not None:
+                    scores.setdefault(t, []).append(v)
+        names = sorted(set(won) | set(scores))
+        total = sum(won.values())
+        judge = next((x for x in _column(data, "judge") if x), "?")
+        fig, ax = self.fig(6, 0.5 * len(names) + 1.3)
+        ax.barh(names, [won.get(n, 0) / total for n in names], color="#17becf")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("share of prompts whose kept answer is this teacher's")
+        ax.set_title(f"teacher win rates ({total:,} prompts, judge {judge})")
+        failed = sum(int(v.get("judge_failed", 0)) for v in g.get("steps", {}).values())
+        rows = [[n, won.get(n, 0), won.get(n, 0) / total, (sum(scores[n]) / len(scores[n])) if scores.get(n) else None]
+                for n in names]
+        return ("<h3>Teachers</h3>" + self.image(fig, "teacher win rates")
+                + _table(["teacher", "prompts won", "win rate", "mean judge score of its answers"], rows)
+                + (f"<p>The judge gave no usable verdict on {failed} prompts (the first teacher's answer was kept).</p>"
+                   if failed else ""))
+
+    def lengths(self) -> None:
+        series = {}
+        seeds = self.run / "seeds" / "data"
+        if seeds.is_dir():
+            series["web (seeds)"] = seeds
+        for name, rel in SUBSETS.items():
+            if (self.run / rel).is_dir():
+                series[name] = self.run / rel
+        series = {k: [len((t or "").split()) for t in _column(v, "text")] for k, v in series.items()}
+        series = {k: v for k, v in series.items() if v}
+        if not series:
+            self.add("Lengths", "<p>No shards yet.</p>")
+            return
+        import numpy as np
+
+        fig, ax = self.fig(8, 3.4)
+        hi = max(max(v) for v in series.values())
+        bins = np.logspace(0, np.log10(max(hi, 10)) + 0.05, 30)
+        for k, v in series.items():
+            ax.hist([max(1, x) for x in v], bins=bins, alpha=0.5, label=f"{k} (n={len(v):,})")
+        ax.set_xscale("log")
+        ax.set_xlabel("words per document")
+        ax.set_ylabel("documents")
+        ax.legend(fontsize=8)
+        ax.set_title("length distributions")
+        rows = [[k, len(v), float(np.median(v)), float(np.mean(v)), sum(v)] for k, v in series.items()]
+        self.add("Lengths", self.image(fig, "lengths") + _table(["dataset", "documents", "median words", "mean words",
+                                                                  "total words"], rows))
+
+    def dedup(self) -> None:
+        subs = sorted((self.run / "dedup").glob("*/stats.json"))
+        if not subs:
+            self.add("Deduplication", "<p>No dedup in this run.</p>")
+            return
+        rows, sizes = [], Counter()
+        for p in subs:
+            s = json.loads(p.read_text())
+            rows.append([p.parent.name, s.get("records_in", 0), s.get("records_out", 0), s.get("removed", 0)])
+            for x in _column(p.parent / "removed", "minhash_cluster_size"):
+                if x:
+                    sizes[int(x)] += 1
+        body = ""
+        if sizes:
+            fig, ax = self.fig(6, 3)
+            ks = sorted(sizes)
+            ax.bar([str(k) for k in ks], [sizes[k] for k in ks], color="#8c564b")
+            ax.set_xlabel("cluster size (documents)")
+            ax.set_ylabel("removed duplicates")
+            ax.set_title("near-duplicate clusters")
+            body += self.image(fig, "dedup clusters")
+        else:
+            body += "<p>No near-duplicate cluster: every document is kept.</p>"
+        self.add("Deduplication", body + _table(["dataset", "in", "kept", "removed as duplicates"], rows))
+
+    def contamination(self) -> None:
+        reps = sorted((self.run / "decontaminate").glob("*/report.json"))
+        if not reps:
+            self.add("Contamination", "<p>No decontamination in this run (decontaminate.benchmarks is empty).</p>")
+            return
+        rows, hits = [], Counter()
+        for p in reps:
+            r = json.loads(p.read_text())
+            for b, v in r["benchmarks"].items():
+                rows.append([p.parent.name, b, v["hits"], v["unique_items"]])
+                hits[b] += v["hits"]
+        fig, ax = self.fig(7, 0.35 * max(len(hits), 1) + 1.3)
+        names = sorted(hits)
+        ax.barh(names, [hits[n] for n in names], color="#e377c2")
+        ax.set_xlabel("documents containing an item")
+        ax.set_title(f"contamination hits ({sum(hits.values()):,} documents)")
+        self.add("Contamination", self.image(fig, "contamination") + _table(["dataset", "benchmark", "documents hit",
+                                                                               "distinct items"], rows))
+
+    def audit(self) -> None:
+        rows = []
+        for stage in ("generate", "rephrase"):
+            a = (self.stats.get(stage) or {}).get("audit")
+            if a and a.get("documents"):
+                rows.append((stage, a))
+        if not rows:
+            self.add("Synthetic-text audit", "<p>No LLM-written text in this run.</p>")
+            return
+        import numpy as np
+
+        keys = [("proxy_phrase_doc_rate", "proxy-phrase docs"), ("refusal_rate", "refusals"),
+                ("top20_openings_share", "top-20 openings share")]
+        fig, ax = self.fig(7, 3)
+        x = np.arange(len(keys))
+        for i, (stage, a) in enumerate(rows):
+            ax.bar(x + i * 0.35, [a.get(k, 0) for k, _ in keys], 0.35, label=stage)
+        ax.set_xticks(x + 0.35 * (len(rows) - 1) / 2, [lab for _, lab in keys])
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("share of documents")
+        ax.legend()
+        ax.set_title("audit rates")
+        table = _table(["stage", "documents", "mean words", "proxy-phrase docs", "per 1k words", "refusals", "top-20 openings"],
+                       [[s, a["documents"], a.get("mean_words"), a.get("proxy_phrase_doc_rate"),
+                         a.get("proxy_phrases_per_1k_words"), a.get("refusal_rate"), a.get("top20_openings_share")]
+                        for s, a in rows])
+        self.add("Synthetic-text audit", self.image(fig, "audit") + table)
+
+    def costs(self) -> None:
+        stages = self.manifest.get("stages", {})
+        rows, labels, walls = [], [], []
+        for stage, v in stages.items():
+            folder = {"train-classifier": "classifier", "tokenize": "tokens"}.get(stage, stage)
+            s = _stats(self.run / folder) or {}
+            llm = s.get("llm", {})
+            wall = v.get("ran_wall_s") or s.get("wall_time_s")
+            if wall:
+                labels.append(stage)
+                walls.append(wall)
+            rows.append([stage, v.get("status"), wall, s.get("docs_per_s"), llm.get("completion_tokens"),
+                         llm.get("output_tok_s"), llm.get("gpu_hours"), llm.get("cost_usd")])
+        if not stages:  # a folder of stages without run.json: the stats alone
+            for stage in LLM_STAGES:
+                s = self.stats.get(stage) or {}
+                if s:
+                    labels.append(stage)
+                    walls.append(s.get("wall_time_s") or 0)
+                    llm = s.get("llm", {})
+                    rows.append([stage, "ran", s.get("wall_time_s"), s.get("docs_per_s"), llm.get("completion_tokens"),
+                                 llm.get("output_tok_s"), llm.get("gpu_hours"), llm.get("cost_usd")])
+        if not rows:
+            self.add("Throughput and cost", "<p>No timing recorded.</p>")
+            return
+        body = ""
+        if walls:
+            fig, ax = self.fig(8, 0.4 * len(labels) + 1.2)
+            ax.barh(labels[::-1], walls[::-1], color="#7f7f7f")
+            ax.set_xlabel("wall time (s)")
+            ax.set_title("time per stage")
+            body += self.image(fig, "time per stage")
+        ab = self.run / "ablate" / "results.json"
+        note = ""
+        if ab.exists():
+            note = "<p>Training cost per run is in the ablation's metrics.jsonl (GPU-hours, cost at train.cost_per_gpu_hour).</p>"
+        self.add("Throughput and cost", body + _table(
+            ["stage", "status", "wall s", "docs/s", "LLM output tokens", "LLM out tok/s", "GPU-hours", "cost USD"], rows) + note)
+
+    def training(self) -> None:
+        p = self.run / "ablate" / "results.json"
+        if not p.exists():
+            self.add("Training curves", "<p>No ablation in this run.</p>")
+            return
+        r = json.loads(p.read_text())
+        body = f"<p class='verdict'>{html.escape(r.get('verdict', ''))}</p>"
+        fig, ax = self.fig(8, 3.4)
+        for name, d in r["datasets"].items():
+            for j, run in enumerate(d["runs"].values()):
+                xs = [x for x, _ in run["train_loss"]]
+                ys = [y for _, y in run["train_loss"]]
+                line, = ax.plot(xs, ys, lw=1, alpha=0.8, label=name if j == 0 else None)
+                ev = run["evals"]
+                ax.plot([e["tokens"] for e in ev], [e["val_loss"] for e in ev], "o--", color=line.get_color(), ms=3)
+        ax.set_xlabel("tokens")
+        ax.set_ylabel("loss")
+        ax.set_title("training loss (lines) and validation loss (dots), per dataset and seed")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        body += self.image(fig, "training curves")
+        names = list(r["datasets"])
+        rows = []
+        for n in names:
+            vl = r["datasets"][n].get("val_loss", {})
+            rows.append([n, r["datasets"][n].get("train_tokens_available"),
+                         *[(vl.get(m) or [None])[0] for m in names]])
+        body += _table(["trained on", "tokens available", *[f"val loss on {m}" for m in names]], rows)
+        for png in ("accuracy_vs_tokens.png",):
+            if (self.run / "ablate" / png).exists():
+                self.plots += 1
+                body += _img(base64.b64encode((self.run / "ablate" / png).read_bytes()).decode(), png)
+        self.add("Training curves", body)
+
+    # ------------------------------------------------------------------ page
+
+    def html(self) -> str:
+        cfg = self.manifest.get("config") or "configs/default.yaml"
+        over = " ".join(self.manifest.get("overrides", []))
+        toc = "".join(f'<li><a href="#s{i}">{html.escape(t)}</a></li>' for i, (t, _) in enumerate(self.sections))
+        body = "".join(f'<section id="s{i}"><h2>{html.escape(t)}</h2>{b}</section>' for i, (t, b) in enumerate(self.sections))
+        return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>synthweb report: {html.escape(str(self.run))}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 1.5em auto; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }}
+td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
+th {{ background: #f3f3f3; }} td:first-child {{ text-align: left; }}
+img.plot {{ display: block; max-width: 100%; margin: 0.6em 0; }}
+.warn {{ color: #a33; }} .verdict {{ font-weight: bold; }}
+</style></head>
+<body data-plots="{self.plots}">
+<h1>synthweb run report</h1>
+<p>Run folder <code>{html.escape(str(self.run))}</code>; config <code>{html.escape(str(cfg))}</code>
+{('; overrides <code>' + html.escape(over) + '</code>') if over else ''}.</p>
+<ul>{toc}</ul>
+{body}
+<script>
+// for readers and tests: how many inlined plots the browser decoded
+window.addEventListener("load", () => {{
+  const imgs = [...document.querySelectorAll("img.plot")];
+  document.body.dataset.rendered = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+}});
+</script>
+</body></html>
+"""
+
+
+def write_report(run: Path, output: Path | None = None) -> Path:
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError(f"report: {run} is not a folder (give the run folder, synthweb run's run.output)")
+    r = Report(run)
+    if not any(r.stats.values()) and not (run / "run.json").exists():
+        raise UserError(f"report: {run} holds no stage output (no seeds/, generate/, ... with stats.json, no run.json)")
+    for section in (r.funnel, r.scores, r.distributions, r.lengths, r.dedup, r.contamination, r.audit, r.costs,
+                    r.training):
+        section()
+    out = output or run / "report.html"
+    _atomic_write_text(out, r.html())
+    return out

@@ -1,0 +1,220 @@
+"""``synthweb run``: raw web pages to an ablation verdict and a report, one stage after another.
+
+Every stage is the ordinary CLI command, run in this process with the same config file and --set
+overrides, reading the folder the stage before it wrote under ``run.output``. A stage already
+complete under the same config is reused (each stage checks its own config hash), so a rerun after a
+crash or a kill resumes at the first unfinished stage, and every stage can still be run alone with
+the command ``run.json`` records for it.
+
+The order follows the data: the quality classifier is learned (annotate -> train-classifier) and
+applied (classify -> filter) before generation and rephrasing, because rephrasing routes pages by
+their score (Nemotron-CC) and a multi-teacher judge may be that classifier.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from pipeline.errors import StageFailed, UserError
+from pipeline.io.writer import _atomic_write_text
+
+STAGES = ("seeds", "annotate", "train-classifier", "classify", "filter", "generate", "rephrase", "dedup",
+          "decontaminate", "tokenize", "ablate", "report")
+# the final datasets: name -> (stage folder, shard folder inside it)
+SUBSETS = {"textbooks": ("generate", "data"), "rephrased": ("rephrase", "data"), "filtered-web": ("filter", "kept")}
+
+
+def _rows(folder: Path) -> int:
+    return sum(pq.read_metadata(f).num_rows for f in folder.glob("*.parquet")) if folder.is_dir() else 0
+
+
+def _complete(folder: Path, stage: str) -> bool:
+    """Whether a stage's output looks finished (the stage itself still checks its config hash)."""
+    marker = {"train-classifier": "metrics.json", "report": "report.html"}.get(stage)
+    if marker:
+        return (folder / marker).exists()
+    if stage == "tokenize":
+        return all((f / "tokens.json").exists() for f in folder.iterdir()) if folder.is_dir() and any(folder.iterdir()) else False
+    if stage == "ablate":
+        return (folder / "results.json").exists()
+    if stage in ("dedup", "decontaminate"):
+        subs = [f for f in folder.iterdir() if f.is_dir()] if folder.is_dir() else []
+        return bool(subs) and all(json.loads((f / "stats.json").read_text()).get("complete") if (f / "stats.json").exists()
+                                  else False for f in subs)
+    s = folder / "stats.json"
+    return s.exists() and bool(json.loads(s.read_text()).get("complete"))
+
+
+class Runner:
+    def __init__(self, config: str | None, overrides: list[str], output: str | None = None, force: bool = False,
+                 until: str | None = None, progress: bool = True, log=print):
+        from pipeline.config import load_config
+
+        self.config, self.overrides = config, list(overrides)
+        if output:
+            self.overrides.append(f"run.output={output}")
+        self.cfg = load_config(config, self.overrides)  # a bad config fails here, before any stage
+        self.out = Path(self.cfg.run.output)
+        self.force, self.progress, self.log = force, progress, log
+        stages = self.cfg.run.stages or list(STAGES)
+        if until:
+            if until not in STAGES:
+                raise UserError(f"--until {until!r}: not a stage (stages: {', '.join(STAGES)})")
+            stages = [s for s in stages if STAGES.index(s) <= STAGES.index(until)]
+        self.stages = stages
+        self.manifest_path = self.out / "run.json"
+        self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() and not force else {}
+
+    # ------------------------------------------------------------------ helpers
+
+    def _base(self) -> list[str]:
+        args = ["--config", self.config] if self.config else []
+        for o in self.overrides:
+            if not o.startswith("run.output="):
+                args += ["--set", o]
+        return args
+
+    def _cli(self, stage: str, args: list[str], progress: bool = True) -> None:
+        from pipeline.cli import build_parser
+
+        argv = [stage, *args, *self._base()]
+        if self.force:
+            argv.append("--force")
+        if progress and not self.progress:
+            argv.append("--no-progress")
+        self._commands.append("synthweb " + shlex.join(argv))
+        parsed = build_parser().parse_args(argv)
+        code = parsed.func(parsed)
+        if code:
+            raise StageFailed(f"run: stage {stage} exited {code}; rerun `synthweb run` to resume, or the stage alone: "
+                              f"{self._commands[-1]}")
+
+    def subsets(self) -> dict[str, Path]:
+        """The final datasets that exist, after dedup and decontamination when those ran."""
+        found = {}
+        for name, (stage, tag) in SUBSETS.items():
+            folder = self.out / stage / tag
+            if "dedup" in self.stages and (self.out / "dedup" / name / "data").is_dir():
+                folder = self.out / "dedup" / name / "data"
+            if "decontaminate" in self.stages and (self.out / "decontaminate" / name / "data").is_dir():
+                folder = self.out / "decontaminate" / name / "data"
+            if _rows(folder):
+                found[name] = folder
+        return found
+
+    def _upstream(self, name: str) -> Path:
+        stage, tag = SUBSETS[name]
+        return self.out / stage / tag
+
+    # ------------------------------------------------------------------ stages
+
+    def stage_seeds(self):
+        self._cli("seeds", ["--output", str(self.out / "seeds")])
+
+    def stage_annotate(self):
+        self._cli("annotate", ["--input", str(self.out / "seeds" / "data"), "--output", str(self.out / "annotate")])
+
+    def stage_train_classifier(self):
+        self._cli("train-classifier", ["--input", str(self.out / "annotate" / "data"),
+                                       "--output", str(self.out / "classifier")], progress=False)
+
+    def stage_classify(self):
+        self._cli("classify", ["--input", str(self.out / "seeds" / "data"), "--classifier", str(self.out / "classifier"),
+                               "--output", str(self.out / "classify")])
+
+    def stage_filter(self):
+        self._cli("filter", ["--input", str(self.out / "classify" / "data"), "--output", str(self.out / "filter")])
+
+    def stage_generate(self):
+        extra = []
+        j = self.cfg.generate.judge
+        if self.cfg.generate.teachers and j.kind == "classifier" and not j.classifier:
+            extra = ["--set", f"generate.judge.classifier={self.out / 'classifier'}"]
+        self._cli("generate", ["--input", str(self.out / "seeds" / "data"), "--output", str(self.out / "generate"), *extra])
+
+    def stage_rephrase(self):
+        src = self.out / "classify" / "data"  # scored pages: rephrasing routes them by quality
+        if not src.is_dir():
+            src = self.out / "seeds" / "data"
+        self._cli("rephrase", ["--input", str(src), "--output", str(self.out / "rephrase")])
+
+    def _per_subset(self, stage: str, source) -> None:
+        done = 0
+        for name in SUBSETS:
+            src = source(name)
+            if not _rows(src):
+                self.log(f"run: {stage}: {name} has no rows ({src}); skipped")
+                continue
+            self._cli(stage, ["--input", str(src), "--output", str(self.out / stage / name)])
+            done += 1
+        if not done:
+            raise UserError(f"run: {stage}: no dataset has rows to process (textbooks, rephrased and filtered-web are empty)")
+
+    def stage_dedup(self):
+        self._per_subset("dedup", self._upstream)
+
+    def stage_decontaminate(self):
+        if not self.cfg.decontaminate.benchmarks:
+            self.log("run: decontaminate: decontaminate.benchmarks is empty; skipped (name benchmark files or "
+                     "hf:NAME:SPLIT to check the data against them)")
+            return "skipped"
+
+        def src(name):
+            d = self.out / "dedup" / name / "data"
+            return d if "dedup" in self.stages and d.is_dir() else self._upstream(name)
+
+        self._per_subset("decontaminate", src)
+
+    def stage_tokenize(self):
+        for name, folder in self.subsets().items():
+            self._cli("tokenize", ["--input", str(folder), "--output", str(self.out / "tokens" / name)], progress=False)
+
+    def stage_ablate(self):
+        datasets = self.cfg.ablate.datasets
+        extra = []
+        if not datasets:
+            toks = {n: self.out / "tokens" / n for n in self.subsets() if (self.out / "tokens" / n / "tokens.json").exists()}
+            if len(toks) < 2:
+                self.log(f"run: ablate: {len(toks)} tokenized dataset(s) ({', '.join(toks) or 'none'}); an ablation "
+                         "compares two or more; skipped")
+                return "skipped"
+            extra = ["--set", "ablate.datasets=" + json.dumps([{"name": n, "path": str(p)} for n, p in toks.items()])]
+        self._cli("ablate", ["--output", str(self.out / "ablate"), *extra], progress=False)
+
+    def stage_report(self):
+        from pipeline.report import write_report
+
+        path = write_report(self.out)
+        self._commands.append(f"synthweb report --input {shlex.quote(str(self.out))}")
+        self.log(f"run: report: {path}")
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> dict:
+        self.out.mkdir(parents=True, exist_ok=True)
+        folders = {"train-classifier": "classifier", "tokenize": "tokens", "report": "."}
+        m = self.manifest
+        m.setdefault("stages", {})
+        m.update(config=self.config, overrides=self.overrides, stages_planned=self.stages)
+        for i, stage in enumerate(self.stages, 1):
+            folder = self.out / folders.get(stage, stage)
+            was_complete = not self.force and stage != "report" and _complete(folder, stage)
+            self.log(f"\n=== run {i}/{len(self.stages)}: {stage}" + (" (complete; reused if its config is unchanged)"
+                                                                       if was_complete else ""))
+            self._commands: list[str] = []
+            t0 = time.time()
+            status = getattr(self, "stage_" + stage.replace("-", "_"))() or ("reused" if was_complete else "ran")
+            prev = m["stages"].get(stage, {})
+            wall = round(time.time() - t0, 2)
+            # ran_wall_s: the time of the call that did the work (the report's time per stage)
+            m["stages"][stage] = {"status": status, "wall_s": wall, "commands": self._commands,
+                                  "ran_wall_s": wall if status == "ran" else prev.get("ran_wall_s")}
+            _atomic_write_text(self.manifest_path, json.dumps(m, indent=2))
+        m["complete"] = self.stages[-1] == STAGES[-1]
+        _atomic_write_text(self.manifest_path, json.dumps(m, indent=2))
+        return m

@@ -1,0 +1,97 @@
+"""The judge of multi-teacher generation: given one prompt's answers from several teachers, which is best.
+
+Two kinds. ``llm``: the answers go into one judge prompt (prompts/judge/), labelled A, B, ... in a
+seeded random order (small judges favour positions; the order is fixed per prompt, so a rerun judges
+the same way), and the reply is constrained to one of the labels. ``classifier``: a filter classifier
+(synthweb train-classifier) scores every answer and the highest score wins; cheap, and it ties the
+teacher choice to the same quality notion the filter uses.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+
+from datatrove.data import Document
+
+from pipeline.config import Config, LLMConfig, merge_llm
+from pipeline.errors import UserError
+from pipeline.llm.engine import sampling_for
+from pipeline.llm.types import Request
+from pipeline.prompts import template
+from pipeline.stages.annotate import cut_text
+
+
+def check_judge(cfg: Config) -> None:
+    """Before any model loads: a classifier judge without a usable classifier folder is named."""
+    from pathlib import Path
+
+    j = cfg.generate.judge
+    if not cfg.generate.teachers:
+        return
+    if j.kind == "classifier":
+        if not j.classifier:
+            raise UserError("generate.judge.kind is classifier but generate.judge.classifier is not set "
+                            "(a synthweb train-classifier folder)")
+        if not (Path(j.classifier) / "config.json").exists():
+            raise UserError(f"generate.judge.classifier: {j.classifier} is not a classifier folder (no config.json)")
+    else:
+        template("judge", j.template, cfg.generate.prompts_dir)
+
+
+class Judge:
+    def __init__(self, cfg: Config, engine_for, run_seed: int):
+        self.j, self.run_seed = cfg.generate.judge, run_seed
+        if self.j.kind == "classifier":
+            from classifiers.model import Classifier
+
+            self.clf = Classifier.load(self.j.classifier)
+            self.name = f"classifier:{self.clf.name}"
+        else:
+            self.llm: LLMConfig = merge_llm(cfg.llm, self.j.llm)
+            self.engine = engine_for(self.llm)
+            self.tpl = template("judge", self.j.template, cfg.generate.prompts_dir)
+            self.name = f"llm:{self.llm.model}"
+
+    def pick(self, items: list[tuple[str, list[Document]]]) -> list[tuple[int, list[float | None]]]:
+        """Per (prompt, candidates): the index of the best candidate (-1: the judge failed; the first
+        is kept) and a score per candidate (classifier: its score; llm: 1 for the pick, 0 otherwise)."""
+        if self.j.kind == "classifier":
+            texts = [c.text for _, cands in items for c in cands]
+            scores, _ = self.clf.score(texts)
+            out, i = [], 0
+            for _, cands in items:
+                s = [round(float(x), 4) for x in scores[i:i + len(cands)]]
+                i += len(cands)
+                out.append((max(range(len(s)), key=s.__getitem__), s))
+            return out
+        return self._llm_pick(items)
+
+    def _llm_pick(self, items):
+        out: list = [None] * len(items)
+        todo, requests, orders = [], [], []
+        for k, (prompt, cands) in enumerate(items):
+            if len(cands) == 1:
+                out[k] = (0, [None])
+                continue
+            order = list(range(len(cands)))
+            if self.j.shuffle:
+                random.Random(f"{self.run_seed}:{cands[0].id}").shuffle(order)
+            labels = list(string.ascii_uppercase[: len(cands)])
+            shown = [{"label": lab, "text": cut_text(cands[o].text, self.j.max_chars)[0]} for lab, o in zip(labels, order)]
+            rid = f"{cands[0].id}/judge"
+            requests.append(Request(rid, [{"role": "user", "content": self.tpl.render(task=prompt, candidates=shown)}],
+                                    sampling_for(self.llm, rid, self.run_seed, max_tokens=4, min_tokens=0),
+                                    {"type": "choice", "choices": labels}))
+            todo.append(k)
+            orders.append((labels, order))
+        for k, res, (labels, order) in zip(todo, self.engine.generate(requests) if requests else [], orders):
+            n = len(order)
+            reply = (res.outputs[0].parsed if res.outputs and res.outputs[0].parsed is not None
+                     else (res.outputs[0].text.strip()[:1] if res.outputs else ""))
+            if res.error or reply not in labels:
+                out[k] = (-1, [None] * n)
+                continue
+            best = order[labels.index(reply)]
+            out[k] = (best, [1.0 if i == best else 0.0 for i in range(n)])
+        return out

