@@ -67,3 +67,44 @@ def test_missing_token_says_how_to_log_in(runs, tmp_path):
     env = {"HF_TOKEN": "", "HF_HOME": str(tmp_path / "hf-home"), "HF_TOKEN_PATH": str(tmp_path / "hf-home" / "token")}
     r = synthweb("publish", "--subset", f"web={runs['seeds']}", "--repo-id", "me/data", env=env)
     assert r.returncode == 2 and "no Hugging Face token" in r.stderr and "hf auth login" in r.stderr
+
+
+def test_push_to_a_local_hub_server(runs, tmp_path):
+    """The real push (huggingface_hub's create_repo + upload_folder) against a local server that speaks
+    the Hub's repo/preupload/commit API: a 503 on the first commit is retried, the token travels only in
+    the Authorization header, and the committed repository loads with datasets."""
+    from datasets import load_dataset
+
+    from tests.hub_server import Hub
+
+    token = "hf_synthwebtest0123456789"
+    with Hub(token, fail={"commit": [503]}) as hub:
+        env = {"HF_TOKEN": token, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1",
+               "HF_HOME": str(tmp_path / "hf-home")}
+        r = synthweb("publish", "--subset", f"filtered-web={runs['seeds']}", "--repo-id", "someone/pushed",
+                     "--set", "publish.private=true", "--set", f"run.output={tmp_path / 'work'}", env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "HTTP 503, retrying" in r.stdout + r.stderr
+        assert token not in r.stdout + r.stderr
+        assert not [p for p in (tmp_path / "work").rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
+        kinds = [q["kind"] for q in hub.requests]
+        assert kinds[0] == "create" and kinds.count("commit") >= 2 and "preupload" in kinds
+        assert all(q["authorization"] == f"Bearer {token}" for q in hub.requests)
+        repo = hub.repos["someone/pushed"]
+        assert repo["private"] and len(repo["commits"]) == 1 and repo["commits"][0].startswith("synthweb")
+        assert "publish.json" not in repo["files"] and "README.md" in repo["files"]
+        clone = hub.checkout("someone/pushed", tmp_path / "clone")
+    n = len(read_rows(runs["seeds"] / "data"))
+    assert load_dataset(str(clone), "filtered-web", split="train").num_rows == n
+
+
+def test_push_with_a_refused_token(runs, tmp_path):
+    from tests.hub_server import Hub
+
+    with Hub("hf_the_right_one") as hub:
+        env = {"HF_TOKEN": "hf_a_wrong_one", "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1",
+               "HF_HOME": str(tmp_path / "hf-home")}
+        r = synthweb("publish", "--subset", f"web={runs['seeds']}", "--repo-id", "me/data",
+                     "--set", f"run.output={tmp_path / 'work'}", env=env)
+    assert r.returncode == 2 and "refused the token" in r.stderr and "hf auth login" in r.stderr
+    assert "hf_a_wrong_one" not in r.stdout + r.stderr
