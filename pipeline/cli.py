@@ -66,6 +66,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     generate.check_seeds(cfg)
+    generate.check_judge(cfg)
     stats = run_stage("generate", cfg, generate.build, force=args.force, progress=not args.no_progress)
     if stats.get("complete") and "diversity" not in stats:
         from pipeline.embed import Encoder

@@ -89,7 +89,10 @@ class Runner:
             argv.append("--no-progress")
         self._commands.append("synthweb " + shlex.join(argv))
         parsed = build_parser().parse_args(argv)
-        code = parsed.func(parsed)
+        try:
+            code = parsed.func(parsed)
+        except UserError as e:
+            raise UserError(f"run: stage {stage}: {e}\n  (fix it and rerun `synthweb run`: completed stages are reused)") from None
         if code:
             raise StageFailed(f"run: stage {stage} exited {code}; rerun `synthweb run` to resume, or the stage alone: "
                               f"{self._commands[-1]}")
@@ -208,8 +211,14 @@ class Runner:
                                                                        if was_complete else ""))
             self._commands: list[str] = []
             t0 = time.time()
-            status = getattr(self, "stage_" + stage.replace("-", "_"))() or ("reused" if was_complete else "ran")
             prev = m["stages"].get(stage, {})
+            try:
+                status = getattr(self, "stage_" + stage.replace("-", "_"))() or ("reused" if was_complete else "ran")
+            except BaseException as e:
+                m["stages"][stage] = {**prev, "status": "failed", "error": str(e).splitlines()[0] if str(e) else type(e).__name__,
+                                      "commands": self._commands}
+                _atomic_write_text(self.manifest_path, json.dumps(m, indent=2))
+                raise
             wall = round(time.time() - t0, 2)
             # ran_wall_s: the time of the call that did the work (the report's time per stage)
             m["stages"][stage] = {"status": status, "wall_s": wall, "commands": self._commands,

@@ -100,6 +100,25 @@ def test_multi_teacher_rows_name_their_teacher(full_run):
     assert w["prompts"] == len(rows) and sum(v["won"] for v in w["by_teacher"].values()) == len(rows)
 
 
+def test_classifier_judge_keeps_the_highest_scored_answer(full_run, tmp_path):
+    out, _ = full_run
+    args = run_args(out)[4:]  # the run's settings, without "run --output DIR --no-progress"
+    r = synthweb("generate", "--input", str(out / "seeds" / "data"), "--output", str(tmp_path / "g"), "--no-progress",
+                 *args, "--set", "generate.judge.kind=classifier", "--set", f"generate.judge.classifier={out / 'classifier'}",
+                 "--set", f"llm.cache.path={out / 'generate' / '_llm_cache' / 'requests.sqlite'}", timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = read_rows(tmp_path / "g" / "data")
+    assert rows and all(row["judge"].startswith("classifier:") for row in rows)
+    for row in rows:
+        scores = json.loads(row["teacher_scores"])
+        assert len(scores) == 2 and all(isinstance(v, float) for v in scores.values())
+        assert scores[row["teacher"]] == max(scores.values())
+    assert "teachers (classifier:" in r.stdout
+    r = synthweb("generate", "--input", str(out / "seeds" / "data"), "--output", str(tmp_path / "g2"),
+                 "--set", "generate.judge.kind=classifier")
+    assert r.returncode == 2 and "generate.judge.classifier is not set" in r.stderr
+
+
 def test_report_renders_in_a_real_browser(full_run, tmp_path):
     out, _ = full_run
     page = out / "report.html"
@@ -150,5 +169,9 @@ def test_run_bad_input(tmp_path):
     assert r.returncode == 2 and "name two or more" in r.stderr
     r = synthweb("run", "--output", str(tmp_path / "y"), "--set", "generate.teachers=[{name: a}, {name: a}]")
     assert r.returncode == 2 and "two teachers are named 'a'" in r.stderr
+    r = synthweb("run", "--output", str(tmp_path / "z"), "--set", f"input.source={tmp_path / 'nowhere'}", "--no-progress")
+    assert r.returncode == 2 and "run: stage seeds:" in r.stderr and "nowhere" in r.stderr
+    m = json.loads((tmp_path / "z" / "run.json").read_text())
+    assert m["stages"]["seeds"]["status"] == "failed" and "annotate" not in m["stages"]
     r = synthweb("report", "--input", str(tmp_path))
     assert r.returncode == 2 and "holds no stage output" in r.stderr
