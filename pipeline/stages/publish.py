@@ -132,6 +132,13 @@ def _subset_section(name: str, rows: int, facts: dict) -> str:
         g = cfg.get("generate", {})
         lines.append(f"- prompts: `prompts/generate/` templates; audiences {sorted(g.get('audiences', {}))}; "
                      f"formats {sorted(g.get('formats', {}))}")
+        t = st.get("teachers")
+        if t:
+            wins = ", ".join(f"`{n}` {v['win_rate']:.0%}" for n, v in t["by_teacher"].items())
+            names = ", ".join("`" + str(x.get("name")) + "`" for x in g.get("teachers", []))
+            lines.append(f"- multi-teacher: each prompt went to {len(t['by_teacher'])} teachers "
+                         f"({names}), the judge `{t['judge']}` kept "
+                         f"the best; win rates over {t['prompts']:,} prompts: {wins}; each row names its `teacher`")
     if stage == "rephrase":
         lines.append(f"- styles (`prompts/rephrase/`): mix {json.dumps(cfg.get('rephrase', {}).get('mix', {}))}")
     if stage == "filter":
