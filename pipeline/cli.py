@@ -87,8 +87,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         _atomic_write_text(Path(cfg.run.output) / "stats.json", json.dumps(stats, indent=2))
     if stats.get("teachers"):
         t = stats["teachers"]
-        print(f"teachers ({t['judge']}): " + ", ".join(f"{n} won {v['won']} of {t['prompts']} ({v['win_rate']:.0%})"
-                                                         for n, v in t["by_teacher"].items()))
+        print(f"teachers ({t['judge']}): judged {t['judged']} of {t['prompts']} prompts (the rest had one usable answer); "
+              + ", ".join(f"{n} won {v['won_judged']} ({v['win_rate']:.0%})" if v["win_rate"] is not None else f"{n} won 0 judged"
+                          for n, v in t["by_teacher"].items()))
     _audit_line(stats, cfg)
     d = stats.get("diversity", {})
     if d.get("generations"):

@@ -213,27 +213,24 @@ class Report:
         self.add("Topics, audiences, formats", body)
 
     def teachers(self, data: Path, g: dict) -> str:
-        won = Counter(x for x in _column(data, "teacher") if x)
-        if not won:
+        from pipeline.stages.generate import win_rates
+
+        w = win_rates(data)
+        if not w["prompts"] or not any(v["won"] for v in w["by_teacher"].values()):
             return "<h3>Teachers</h3><p>One generator (no generate.teachers): no win rates.</p>"
-        scores: dict[str, list[float]] = {}
-        for s in _column(data, "teacher_scores"):
-            for t, v in json.loads(s or "{}").items():
-                if v is not None:
-                    scores.setdefault(t, []).append(v)
-        names = sorted(set(won) | set(scores))
-        total = sum(won.values())
-        judge = next((x for x in _column(data, "judge") if x), "?")
+        names = list(w["by_teacher"])
         fig, ax = self.fig(6, 0.5 * len(names) + 1.3)
-        ax.barh(names, [won.get(n, 0) / total for n in names], color="#17becf")
+        ax.barh(names, [w["by_teacher"][n]["win_rate"] or 0 for n in names], color="#17becf")
         ax.set_xlim(0, 1)
-        ax.set_xlabel("share of prompts whose kept answer is this teacher's")
-        ax.set_title(f"teacher win rates ({total:,} prompts, judge {judge})")
+        ax.set_xlabel("share of judged prompts whose kept answer is this teacher's")
+        ax.set_title(f"teacher win rates ({w['judged']:,} judged prompts, judge {w['judge']})")
         failed = sum(int(v.get("judge_failed", 0)) for v in g.get("steps", {}).values())
-        rows = [[n, won.get(n, 0), won.get(n, 0) / total, (sum(scores[n]) / len(scores[n])) if scores.get(n) else None]
-                for n in names]
+        rows = [[n, v["won_judged"], v["win_rate"], v["won"] - v["won_judged"], v["mean_judge_score"]]
+                for n, v in w["by_teacher"].items()]
         return ("<h3>Teachers</h3>" + self.image(fig, "teacher win rates")
-                + _table(["teacher", "prompts won", "win rate", "mean judge score of its answers"], rows)
+                + _table(["teacher", "judged prompts won", "win rate", "kept without a rival", "mean judge score"], rows)
+                + f"<p>{w['prompts'] - w['judged']:,} of {w['prompts']:,} prompts had one usable answer (the other "
+                  "teachers' were too short or failed) and were kept without judging.</p>"
                 + (f"<p>The judge gave no usable verdict on {failed} prompts (the first teacher's answer was kept).</p>"
                    if failed else ""))
 

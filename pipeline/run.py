@@ -199,6 +199,9 @@ class Runner:
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> dict:
+        from pipeline.stages import base
+
+        base.RESTORE_LOG_LEVEL = "WARNING"  # between chained stages datatrove stays as quiet as within one
         self.out.mkdir(parents=True, exist_ok=True)
         folders = {"train-classifier": "classifier", "tokenize": "tokens", "report": "."}
         m = self.manifest

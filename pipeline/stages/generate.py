@@ -335,23 +335,31 @@ class GenerateStep(LLMStep):
 
 
 def win_rates(data_dir: Path) -> dict:
-    """Multi-teacher: per teacher, prompts won and the mean judge score of its answers."""
+    """Multi-teacher: per teacher, prompts won (``won``), of which judged against another teacher's
+    answer (``won_judged``; the rest had no rival: the others' answers were too short or failed), the
+    win rate over the judged prompts, and the mean judge score of its answers."""
     import pyarrow.parquet as pq
 
     rows = [r for f in sorted(data_dir.glob("*.parquet"))
             for r in pq.read_table(f, columns=["teacher", "teacher_scores", "judge"]).to_pylist()]
     won: dict[str, int] = {}
+    judged_won: dict[str, int] = {}
     scores: dict[str, list[float]] = {}
+    judged = 0
     for r in rows:
-        for t, s in json.loads(r["teacher_scores"] or "{}").items():
+        ts = json.loads(r["teacher_scores"] or "{}")
+        for t, s in ts.items():
             won.setdefault(t, 0)
             if s is not None:
                 scores.setdefault(t, []).append(s)
         if r["teacher"]:
             won[r["teacher"]] = won.get(r["teacher"], 0) + 1
-    n = sum(won.values())
-    return {"prompts": n, "judge": next((r["judge"] for r in rows if r["judge"]), None),
-            "by_teacher": {t: {"won": w, "win_rate": round(w / n, 4) if n else 0.0,
+            if len(ts) > 1:
+                judged += 1
+                judged_won[r["teacher"]] = judged_won.get(r["teacher"], 0) + 1
+    return {"prompts": sum(won.values()), "judged": judged, "judge": next((r["judge"] for r in rows if r["judge"]), None),
+            "by_teacher": {t: {"won": w, "won_judged": judged_won.get(t, 0),
+                               "win_rate": round(judged_won.get(t, 0) / judged, 4) if judged else None,
                                "mean_judge_score": round(sum(scores[t]) / len(scores[t]), 4) if scores.get(t) else None}
                            for t, w in sorted(won.items(), key=lambda kv: -kv[1])}}
 

@@ -134,11 +134,11 @@ def _subset_section(name: str, rows: int, facts: dict) -> str:
                      f"formats {sorted(g.get('formats', {}))}")
         t = st.get("teachers")
         if t:
-            wins = ", ".join(f"`{n}` {v['win_rate']:.0%}" for n, v in t["by_teacher"].items())
+            wins = ", ".join(f"`{n}` {v['win_rate']:.0%}" for n, v in t["by_teacher"].items() if v.get("win_rate") is not None)
             names = ", ".join("`" + str(x.get("name")) + "`" for x in g.get("teachers", []))
             lines.append(f"- multi-teacher: each prompt went to {len(t['by_teacher'])} teachers "
                          f"({names}), the judge `{t['judge']}` kept "
-                         f"the best; win rates over {t['prompts']:,} prompts: {wins}; each row names its `teacher`")
+                         f"the best; win rates over the {t.get('judged', t['prompts']):,} prompts with two or more usable answers: {wins}; each row names its `teacher`")
     if stage == "rephrase":
         lines.append(f"- styles (`prompts/rephrase/`): mix {json.dumps(cfg.get('rephrase', {}).get('mix', {}))}")
     if stage == "filter":
