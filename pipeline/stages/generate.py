@@ -354,7 +354,7 @@ def win_rates(data_dir: Path) -> dict:
                 scores.setdefault(t, []).append(s)
         if r["teacher"]:
             won[r["teacher"]] = won.get(r["teacher"], 0) + 1
-            if len(ts) > 1:
+            if len(ts) > 1 and any(v is not None for v in ts.values()):  # not a judge failure
                 judged += 1
                 judged_won[r["teacher"]] = judged_won.get(r["teacher"], 0) + 1
     return {"prompts": sum(won.values()), "judged": judged, "judge": next((r["judge"] for r in rows if r["judge"]), None),
