@@ -33,21 +33,25 @@ def _rows(folder: Path) -> int:
     return sum(pq.read_metadata(f).num_rows for f in folder.glob("*.parquet")) if folder.is_dir() else 0
 
 
+MARKERS = {"train-classifier": ("config.json", "metrics.json"), "tokenize": ("*/tokens.json",),
+           "ablate": ("results.json",), "dedup": ("*/stats.json",), "decontaminate": ("*/stats.json",)}
+
+
+def _markers(folder: Path, stage: str) -> dict[str, str]:
+    """The files a stage writes when it finishes, with a hash of their bytes: equal before and after a
+    call means the stage reused its output (each stage decides that itself, from its config hash)."""
+    import hashlib
+
+    return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for pat in MARKERS.get(stage, ("stats.json",))
+            for f in sorted(folder.glob(pat))}
+
+
 def _complete(folder: Path, stage: str) -> bool:
     """Whether a stage's output looks finished (the stage itself still checks its config hash)."""
-    marker = {"train-classifier": "metrics.json", "report": "report.html"}.get(stage)
-    if marker:
-        return (folder / marker).exists()
-    if stage == "tokenize":
-        return all((f / "tokens.json").exists() for f in folder.iterdir()) if folder.is_dir() and any(folder.iterdir()) else False
-    if stage == "ablate":
-        return (folder / "results.json").exists()
-    if stage in ("dedup", "decontaminate"):
-        subs = [f for f in folder.iterdir() if f.is_dir()] if folder.is_dir() else []
-        return bool(subs) and all(json.loads((f / "stats.json").read_text()).get("complete") if (f / "stats.json").exists()
-                                  else False for f in subs)
-    s = folder / "stats.json"
-    return s.exists() and bool(json.loads(s.read_text()).get("complete"))
+    files = [Path(f) for f in _markers(folder, stage)]
+    if stage in ("train-classifier", "tokenize", "ablate"):
+        return bool(files)
+    return bool(files) and all(json.loads(f.read_text()).get("complete") for f in files)
 
 
 class Runner:
@@ -210,13 +214,15 @@ class Runner:
         for i, stage in enumerate(self.stages, 1):
             folder = self.out / folders.get(stage, stage)
             was_complete = not self.force and stage != "report" and _complete(folder, stage)
+            before = _markers(folder, stage) if stage != "report" else {}
             self.log(f"\n=== run {i}/{len(self.stages)}: {stage}" + (" (complete; reused if its config is unchanged)"
                                                                        if was_complete else ""))
             self._commands: list[str] = []
             t0 = time.time()
             prev = m["stages"].get(stage, {})
             try:
-                status = getattr(self, "stage_" + stage.replace("-", "_"))() or ("reused" if was_complete else "ran")
+                status = getattr(self, "stage_" + stage.replace("-", "_"))()
+                status = status or ("reused" if before and before == _markers(folder, stage) else "ran")
             except BaseException as e:
                 m["stages"][stage] = {**prev, "status": "failed", "error": str(e).splitlines()[0] if str(e) else type(e).__name__,
                                       "commands": self._commands}

@@ -41,6 +41,20 @@ def _column(folder: Path, name: str) -> list:
     return vals
 
 
+LENGTH_SAMPLE = 20_000  # documents per dataset in the length plot: the report stays quick on a big run
+
+
+def _word_counts(folder: Path, cap: int = LENGTH_SAMPLE) -> list[int]:
+    """Words per document of the first ``cap`` documents, read in batches (never a whole text column)."""
+    counts: list[int] = []
+    for f in sorted(folder.glob("*.parquet")):
+        for batch in pq.ParquetFile(f).iter_batches(columns=["text"], batch_size=1024):
+            counts += [len((t or "").split()) for t in batch.column(0).to_pylist()]
+            if len(counts) >= cap:
+                return counts[:cap]
+    return counts
+
+
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
 
@@ -97,44 +111,39 @@ class Report:
     # ------------------------------------------------------------------ sections
 
     def funnel(self) -> None:
-        rows, labels, counts = [], [], []
-        s0 = self.stats.get("seeds")
-        if s0:
-            labels.append("web pages read")
-            counts.append(s0["records_in"])
-        for stage, label, _ in FUNNEL:
-            s = self.stats.get(stage)
-            if not s:
-                continue
-            labels.append(label)
-            counts.append(s.get("records_out", 0))
-            drops = ", ".join(f"{k} {v:,}" for k, v in list(s.get("dropped_by_reason", {}).items())[:6])
-            rows.append([stage, s.get("records_in", 0), s.get("records_out", 0), s.get("removed", 0), drops or "-"])
+        # (table name, bar label, stats) of every finished stage, dedup/decontaminate once per dataset
+        entries = [(stage, label, self.stats[stage]) for stage, label, _ in FUNNEL if self.stats.get(stage)]
         for stage in ("dedup", "decontaminate"):
             for sub in sorted((self.run / stage).glob("*/stats.json")):
-                s = json.loads(sub.read_text())
-                labels.append(f"{stage} {sub.parent.name}")
-                counts.append(s.get("records_out", 0))
-                drops = ", ".join(f"{k} {v:,}" for k, v in s.get("dropped_by_reason", {}).items()) or \
-                    (f"removed {s.get('removed', 0):,}" if s.get("removed") else "-")
-                rows.append([f"{stage} ({sub.parent.name})", s.get("records_in", 0), s.get("records_out", 0),
-                             s.get("removed", 0), drops])
-        if not counts:
+                entries.append((f"{stage} ({sub.parent.name})", f"{stage} {sub.parent.name}", json.loads(sub.read_text())))
+        if not entries:
             self.add("Funnel", "<p>No stage of this run has finished yet.</p>")
             return
+        labels = [label for _, label, _ in entries]
+        counts = [st.get("records_out", 0) for _, _, st in entries]
+        if self.stats.get("seeds"):
+            labels.insert(0, "web pages read")
+            counts.insert(0, self.stats["seeds"]["records_in"])
+        drops: Counter = Counter()
+        rows = []
+        for name, _, st in entries:
+            reasons = dict(st.get("dropped_by_reason", {}))
+            unexplained = st.get("removed", 0) - sum(reasons.values())
+            if unexplained > 0:  # e.g. dedup's duplicates: removed rows without a counted reason
+                reasons["removed"] = unexplained
+            for k, v in reasons.items():
+                drops[f"{name}: {k}"] += v
+            rows.append([name, st.get("records_in", 0), st.get("records_out", 0), st.get("removed", 0),
+                         ", ".join(f"{k} {v:,}" for k, v in list(reasons.items())[:6]) or "-"])
         fig, ax = self.fig(9, 0.45 * len(labels) + 1.2)
-        y = range(len(labels))[::-1]
-        ax.barh(list(y), counts, color="#1f77b4")
-        ax.set_yticks(list(y), labels)
+        y = list(range(len(labels)))[::-1]
+        ax.barh(y, counts, color="#1f77b4")
+        ax.set_yticks(y, labels)
         for yi, c in zip(y, counts):
             ax.text(c, yi, f" {c:,}", va="center", fontsize=8)
         ax.set_xlabel("documents")
         ax.set_title("documents after each stage")
         body = self.image(fig, "funnel")
-        drops = Counter()
-        for stage, _, _ in FUNNEL:
-            for k, v in (self.stats.get(stage) or {}).get("dropped_by_reason", {}).items():
-                drops[f"{stage}: {k}"] += v
         if drops:
             top = drops.most_common(15)[::-1]
             fig, ax = self.fig(9, 0.35 * len(top) + 1.2)
@@ -168,9 +177,11 @@ class Report:
                     from pipeline.config import load_config
 
                     try:
-                        t = load_config(self.run / "filter" / "config.yaml").filter.threshold
-                        ax.axvline(t - 0.5, color="k", ls="--", lw=1, label=f"filter: int_score >= {t:g}")
-                        ax.legend(fontsize=8)
+                        f = load_config(self.run / "filter" / "config.yaml").filter
+                        if not f.bucket:  # int_score >= t is score >= t - 0.5 (int_score rounds the score)
+                            cut = f.threshold - 0.5 if f.column == "int_score" else f.threshold
+                            ax.axvline(cut, color="k", ls="--", lw=1, label=f"filter: {f.column} >= {f.threshold:g}")
+                            ax.legend(fontsize=8)
                     except UserError:
                         pass
                 ax.set_xlabel("classifier score")
@@ -242,7 +253,7 @@ class Report:
         for name, rel in SUBSETS.items():
             if (self.run / rel).is_dir():
                 series[name] = self.run / rel
-        series = {k: [len((t or "").split()) for t in _column(v, "text")] for k, v in series.items()}
+        series = {k: _word_counts(v) for k, v in series.items()}
         series = {k: v for k, v in series.items() if v}
         if not series:
             self.add("Lengths", "<p>No shards yet.</p>")
@@ -259,9 +270,10 @@ class Report:
         ax.set_ylabel("documents")
         ax.legend(fontsize=8)
         ax.set_title("length distributions")
-        rows = [[k, len(v), float(np.median(v)), float(np.mean(v)), sum(v)] for k, v in series.items()]
-        self.add("Lengths", self.image(fig, "lengths") + _table(["dataset", "documents", "median words", "mean words",
-                                                                  "total words"], rows))
+        rows = [[k, len(v), float(np.median(v)), float(np.mean(v))] for k, v in series.items()]
+        self.add("Lengths", self.image(fig, "lengths") + _table(["dataset", "documents measured", "median words",
+                                                                  "mean words"], rows)
+                 + f"<p>At most the first {LENGTH_SAMPLE:,} documents of each dataset are measured.</p>")
 
     def dedup(self) -> None:
         subs = sorted((self.run / "dedup").glob("*/stats.json"))
@@ -335,28 +347,33 @@ class Report:
                         for s, a in rows])
         self.add("Synthetic-text audit", self.image(fig, "audit") + table)
 
+    def _training_cost(self) -> dict:
+        """The ablation's runs, summed from the last training record of each metrics.jsonl."""
+        tot = {"tokens": 0, "compute_s": 0.0, "gpu_hours": 0.0, "cost_usd": 0.0}
+        for f in (self.run / "ablate" / "runs").glob("*/*/metrics.jsonl"):
+            last = next((json.loads(x) for x in reversed(f.read_text().splitlines()) if '"type": "train"' in x), None)
+            if last:
+                for k in tot:
+                    tot[k] += last.get(k) or 0
+        return tot
+
     def costs(self) -> None:
-        stages = self.manifest.get("stages", {})
+        stages = self.manifest.get("stages") or {s: {"status": "ran"} for s in LLM_STAGES if self.stats.get(s)}
         rows, labels, walls = [], [], []
         for stage, v in stages.items():
             folder = {"train-classifier": "classifier", "tokenize": "tokens"}.get(stage, stage)
             s = _stats(self.run / folder) or {}
             llm = s.get("llm", {})
             wall = v.get("ran_wall_s") or s.get("wall_time_s")
+            tok_s, gpu_h, cost = llm.get("output_tok_s"), llm.get("gpu_hours"), llm.get("cost_usd")
+            if stage == "ablate":
+                t = self._training_cost()
+                if t["compute_s"]:
+                    tok_s, gpu_h, cost = t["tokens"] / t["compute_s"], t["gpu_hours"], t["cost_usd"]
             if wall:
                 labels.append(stage)
                 walls.append(wall)
-            rows.append([stage, v.get("status"), wall, s.get("docs_per_s"), llm.get("completion_tokens"),
-                         llm.get("output_tok_s"), llm.get("gpu_hours"), llm.get("cost_usd")])
-        if not stages:  # a folder of stages without run.json: the stats alone
-            for stage in LLM_STAGES:
-                s = self.stats.get(stage) or {}
-                if s:
-                    labels.append(stage)
-                    walls.append(s.get("wall_time_s") or 0)
-                    llm = s.get("llm", {})
-                    rows.append([stage, "ran", s.get("wall_time_s"), s.get("docs_per_s"), llm.get("completion_tokens"),
-                                 llm.get("output_tok_s"), llm.get("gpu_hours"), llm.get("cost_usd")])
+            rows.append([stage, v.get("status"), wall, s.get("docs_per_s"), llm.get("completion_tokens"), tok_s, gpu_h, cost])
         if not rows:
             self.add("Throughput and cost", "<p>No timing recorded.</p>")
             return
@@ -367,12 +384,10 @@ class Report:
             ax.set_xlabel("wall time (s)")
             ax.set_title("time per stage")
             body += self.image(fig, "time per stage")
-        ab = self.run / "ablate" / "results.json"
-        note = ""
-        if ab.exists():
-            note = "<p>Training cost per run is in the ablation's metrics.jsonl (GPU-hours, cost at train.cost_per_gpu_hour).</p>"
         self.add("Throughput and cost", body + _table(
-            ["stage", "status", "wall s", "docs/s", "LLM output tokens", "LLM out tok/s", "GPU-hours", "cost USD"], rows) + note)
+            ["stage", "status", "wall s", "docs/s", "LLM output tokens", "tok/s (LLM out; ablate: training)",
+             "GPU-hours", "cost USD"], rows)
+            + "<p>GPU-hours and cost are 0 on a CPU and priced at llm.cost_per_gpu_hour / train.cost_per_gpu_hour.</p>")
 
     def training(self) -> None:
         p = self.run / "ablate" / "results.json"
@@ -381,20 +396,11 @@ class Report:
             return
         r = json.loads(p.read_text())
         body = f"<p class='verdict'>{html.escape(r.get('verdict', ''))}</p>"
-        fig, ax = self.fig(8, 3.4)
-        for name, d in r["datasets"].items():
-            for j, run in enumerate(d["runs"].values()):
-                xs = [x for x, _ in run["train_loss"]]
-                ys = [y for _, y in run["train_loss"]]
-                line, = ax.plot(xs, ys, lw=1, alpha=0.8, label=name if j == 0 else None)
-                ev = run["evals"]
-                ax.plot([e["tokens"] for e in ev], [e["val_loss"] for e in ev], "o--", color=line.get_color(), ms=3)
-        ax.set_xlabel("tokens")
-        ax.set_ylabel("loss")
-        ax.set_title("training loss (lines) and validation loss (dots), per dataset and seed")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        body += self.image(fig, "training curves")
+        # the ablation's own plots (training and validation loss, accuracy per task), inlined
+        for png in ("loss_vs_tokens.png", "accuracy_vs_tokens.png"):
+            if (self.run / "ablate" / png).exists():
+                self.plots += 1
+                body += _img(base64.b64encode((self.run / "ablate" / png).read_bytes()).decode(), png)
         names = list(r["datasets"])
         rows = []
         for n in names:
@@ -402,10 +408,6 @@ class Report:
             rows.append([n, r["datasets"][n].get("train_tokens_available"),
                          *[(vl.get(m) or [None])[0] for m in names]])
         body += _table(["trained on", "tokens available", *[f"val loss on {m}" for m in names]], rows)
-        for png in ("accuracy_vs_tokens.png",):
-            if (self.run / "ablate" / png).exists():
-                self.plots += 1
-                body += _img(base64.b64encode((self.run / "ablate" / png).read_bytes()).decode(), png)
         self.add("Training curves", body)
 
     # ------------------------------------------------------------------ page
