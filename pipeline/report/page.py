@@ -387,7 +387,9 @@ class Report:
         self.add("Throughput and cost", body + _table(
             ["stage", "status", "wall s", "docs/s", "LLM output tokens", "tok/s (LLM out; ablate: training)",
              "GPU-hours", "cost USD"], rows)
-            + "<p>GPU-hours and cost are 0 on a CPU and priced at llm.cost_per_gpu_hour / train.cost_per_gpu_hour.</p>")
+            + "<p>GPU-hours: the LLM engine's busy hours times its devices (on a CPU, hours of the CPU engine), and "
+              "the trainer's GPU time (none on a CPU); cost prices them at llm.cost_per_gpu_hour and "
+              "train.cost_per_gpu_hour (empty or 0 when those are 0).</p>")
 
     def training(self) -> None:
         p = self.run / "ablate" / "results.json"
