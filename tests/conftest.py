@@ -19,6 +19,11 @@ HTML = SHARED / "html" / "article-extraction-benchmark"
 
 # small, fast runs: two tasks on two workers
 FAST = ["--set", "executor.tasks=2", "--set", "executor.workers=2", "--no-progress"]
+# Tests of provenance, routing, resume and the like cap replies at a few dozen tokens to stay fast; such a
+# reply is no document (Gopher's quality filter wants 50 words), so they run without the quality gate.
+# The gate has its own tests: planted degenerate replies (test_gate.py) and a default-size generation
+# with the real model (test_generate.py::test_default_generation_passes_the_gate).
+NO_GATE = ["--set", "quality_gate.enabled=false"]
 
 
 def need(path: Path) -> Path:

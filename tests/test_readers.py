@@ -5,6 +5,7 @@ import io
 import json
 import shutil
 
+import pyarrow.parquet as pq
 import pytest
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
@@ -12,7 +13,7 @@ from warcio.warcwriter import WARCWriter
 from pipeline.config import InputConfig
 from pipeline.errors import UserError
 from pipeline.io.readers import _hub_reachable, make_reader, plan_input
-from tests.conftest import CC_SAMPLE, HTML, LEGAL, need
+from tests.conftest import CC_SAMPLE, FAST, HTML, LEGAL, need, synthweb
 
 
 def read_all(cfg: InputConfig, world: int = 1) -> list:
@@ -98,6 +99,35 @@ def test_offline_hub_falls_back_to_python_docs(monkeypatch):
     assert len(docs) == 50 and all(len(d.text) >= 300 for d in docs)
     with pytest.raises(UserError, match="offline_fallback is none"):
         plan_input(InputConfig(offline_fallback="none"))
+
+
+def test_a_mistyped_path_is_never_replaced_by_the_demo_corpus(tmp_path, monkeypatch):
+    """Issue: `--input myseeds/pages.jsonl` or `--input runs/data` (paths that do not exist) were taken as
+    Hub names and, offline, replaced by the Python-docs demo corpus with exit 0."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="input not found: myseeds/pages.jsonl"):
+        plan_input(InputConfig(source="myseeds/pages.jsonl"))
+    with pytest.raises(UserError, match="runs/data.*no local path of that name.*only the default source"):
+        plan_input(InputConfig(source="runs/data"))
+    for args in (["seeds", "--input", "myseeds/pages.jsonl"], ["dedup", "--input", "runs/data"]):
+        r = synthweb(*args, "--output", str(tmp_path / "o"), "--no-progress")
+        assert r.returncode == 2 and "demo corpus" not in r.stdout and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not list((tmp_path / "o").glob("data/*.parquet"))
+
+
+def test_a_run_folder_as_input_means_its_kept_rows(tmp_path):
+    """Issue: dedup on a seeds run folder read its removed/ pages too (697 = 102 kept + 595 dropped)."""
+    out = tmp_path / "seeds"
+    r = synthweb("seeds", "--input", str(need(CC_SAMPLE)), "--output", str(out), *FAST)
+    assert r.returncode == 0, r.stderr
+    kept = sum(pq.read_metadata(f).num_rows for f in (out / "data").glob("*.parquet"))
+    assert (out / "removed").exists() and kept < 697
+    plan = plan_input(InputConfig(source=str(out)))
+    assert plan.files and all("/data/" in f for f in plan.files) and "not removed/" in plan.notice
+    r = synthweb("dedup", "--input", str(out), "--output", str(tmp_path / "d"), *FAST)
+    assert r.returncode == 0, r.stderr
+    assert "reading its kept rows" in r.stdout
+    assert json.loads((tmp_path / "d" / "stats.json").read_text())["records_in"] == kept
 
 
 def test_unreachable_endpoint_is_detected_fast(monkeypatch):

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.stages.rephrase import Style, chunk_text, clean_reply, qa_pairs, token_counter
-from tests.conftest import LEGAL, load_stats, need, read_rows, synthweb
+from tests.conftest import LEGAL, NO_GATE, load_stats, need, read_rows, synthweb
 
 ROUTING = ("rephrase.routing={0: [wrap_easy], 1: [wrap_medium], 2: [wrap_hard, wrap_qa], 3: [diverse_qa], "
            "4: [distill, extract_knowledge], 5: [knowledge_list, wrap_qa]}")
@@ -55,7 +55,7 @@ def routed_run(tmp_path_factory):
     src = d / "pages.jsonl"
     src.write_text("".join(json.dumps(p) + "\n" for p in pages))
     out = d / "out"
-    r = synthweb("rephrase", "--input", str(src), "--output", str(out), "--no-progress",
+    r = synthweb("rephrase", *NO_GATE, "--input", str(src), "--output", str(out), "--no-progress",
                  "--set", "executor.tasks=2", "--set", "rephrase.max_chunks_per_doc=1", "--set", "rephrase.limit=null",
                  "--set", ROUTING, "--set", BUDGETS, "--set", "rephrase.min_tokens=5", timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -126,7 +126,7 @@ def test_rerun_is_a_noop(routed_run, tmp_path):
     pages, out, _ = routed_run
     before = sorted(p.name for p in (out / "data").glob("*.parquet"))
     src = out.parent / "pages.jsonl"
-    r = synthweb("rephrase", "--input", str(src), "--output", str(out), "--no-progress",
+    r = synthweb("rephrase", *NO_GATE, "--input", str(src), "--output", str(out), "--no-progress",
                  "--set", "executor.tasks=2", "--set", "rephrase.max_chunks_per_doc=1", "--set", "rephrase.limit=null",
                  "--set", ROUTING, "--set", BUDGETS, "--set", "rephrase.min_tokens=5")
     assert r.returncode == 0 and "already complete" in r.stdout
@@ -178,7 +178,7 @@ def test_empty_document_and_long_document_in_a_mix_run(tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"id": "long", "text": long_doc}) + "\n" + json.dumps({"id": "empty", "text": "  \n "}) + "\n")
     out = tmp_path / "out"
-    r = synthweb("rephrase", "--input", str(src), "--output", str(out), "--no-progress", "--styles", "wrap_medium",
+    r = synthweb("rephrase", *NO_GATE, "--input", str(src), "--output", str(out), "--no-progress", "--styles", "wrap_medium",
                  "--set", "executor.tasks=1", "--set", "rephrase.max_chunks_per_doc=null", "--set", "rephrase.min_similarity=-1",
                  "--set", "rephrase.min_tokens=0", "--set", "rephrase.budgets={wrap_medium: {input_tokens: 600, max_tokens: 8}}",
                  timeout=1200)
@@ -195,11 +195,11 @@ def test_empty_document_and_long_document_in_a_mix_run(tmp_path):
 
 
 def test_unknown_style_is_an_error(tmp_path):
-    r = synthweb("rephrase", "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--styles", "wrap_meduim")
+    r = synthweb("rephrase", *NO_GATE, "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--styles", "wrap_meduim")
     assert r.returncode == 2 and "unknown rephrase style 'wrap_meduim'" in r.stderr and "did you mean 'wrap_medium'" in r.stderr
 
 
 def test_routing_with_an_unmapped_bucket_is_an_error(tmp_path):
-    r = synthweb("rephrase", "--input", str(tmp_path), "--output", str(tmp_path / "o"),
+    r = synthweb("rephrase", *NO_GATE, "--input", str(tmp_path), "--output", str(tmp_path / "o"),
                  "--set", "rephrase.routing={low: [wrap_medium], medium_low: [wrap_medium], medium: [], high: [distill]}")
     assert r.returncode == 2 and "leaves quality bucket 'medium_high' unmapped" in r.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LEGAL, SHARED, load_stats, need, read_rows, synthweb
+from tests.conftest import LEGAL, NO_GATE, SHARED, load_stats, need, read_rows, synthweb
 
 BENCH = SHARED / "benchmarks"
 STAGES = ["seeds", "annotate", "train-classifier", "classify", "filter", "generate", "rephrase", "dedup",
@@ -33,7 +33,7 @@ def run_args(out: Path) -> list[str]:
             *s("decontaminate.benchmarks", json.dumps([str(need(BENCH / "arc_easy.jsonl")), str(BENCH / "piqa.jsonl")])),
             *s("train.tokens", 16384), *s("train.seq_len", 64), *s("train.micro_batch_size", 8),
             *s("train.warmup_steps", 2), *s("train.log_every", 4), *s("tokenize.validation_fraction", 0.2),
-            *s("eval.val_batches", 2)]
+            *s("eval.val_batches", 2), *NO_GATE]
 
 
 @pytest.fixture(scope="module")

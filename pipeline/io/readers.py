@@ -36,6 +36,24 @@ EXTENSIONS = {
 HF_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+def looks_like_hub_name(src: str) -> bool:
+    """owner/name, and not a path someone meant: no leading ./ ~ /, no data-file extension
+    (``myseeds/pages.jsonl`` is a file that does not exist, not a dataset)."""
+    if src.startswith((".", "/", "~")) or not HF_NAME.match(src):
+        return False
+    return _format_of(src) is None and not src.lower().endswith((".json", ".csv", ".txt", ".gz", ".zst", ".bz2"))
+
+
+def _run_folder_data(path: Path) -> Path | None:
+    """The kept-rows folder of a synthweb stage output (stats.json beside data/ or kept/), else None."""
+    if not (path.is_dir() and (path / "stats.json").exists()):
+        return None
+    for tag in ("data", "kept"):
+        if (path / tag).is_dir() and any((path / tag).glob("*.parquet")):
+            return path / tag
+    return None
+
+
 class BadRecord(Exception):
     """A record that cannot be read; carries the position for the error message."""
 
@@ -76,10 +94,16 @@ def plan_input(cfg: InputConfig, text_key_setting: str = "input.text_key") -> In
     if cfg.format == "python-docs":
         return InputPlan("python-docs", "python-docs")
     path = Path(src).expanduser()
-    if cfg.format == "hf" or (not path.exists() and cfg.format == "auto" and HF_NAME.match(src) and not src.startswith(".")):
+    if cfg.format == "hf" or (not path.exists() and cfg.format == "auto" and looks_like_hub_name(src)):
         return _plan_hf(cfg)
     if not path.exists():
         raise UserError(f"input not found: {src} (no such file or folder, and not a Hub dataset name like owner/name)")
+    run_data = _run_folder_data(path)
+    if run_data is not None:  # a synthweb output folder: its kept rows, never its removed/
+        inner = plan_input(cfg.model_copy(update={"source": str(run_data)}), text_key_setting)
+        inner.notice = (f"{src} is a synthweb {json.loads((path / 'stats.json').read_text()).get('stage', '')} output "
+                        f"folder: reading its kept rows in {run_data} (not removed/)")
+        return inner
     if path.is_dir():
         files = sorted(str(p) for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
         if cfg.glob:
@@ -171,6 +195,11 @@ def _plan_hf(cfg: InputConfig) -> InputPlan:
         return InputPlan("hf", cfg.source, total_hint=cfg.limit)
     if cfg.offline_fallback == "none":
         raise UserError(f"cannot reach the Hugging Face Hub for {cfg.source} ({why}) and input.offline_fallback is none")
+    from pipeline.config import InputConfig
+
+    if cfg.source != InputConfig().source:  # the demo corpus stands in for the default source only, never for a name typed
+        raise UserError(f"cannot reach the Hugging Face Hub for {cfg.source} ({why}); no local path of that name "
+                        "exists either (the offline demo corpus replaces only the default source)")
     notice = (
         f"Hub unreachable ({why}): reading the offline demo corpus (Python's bundled documentation) "
         f"instead of {cfg.source}"

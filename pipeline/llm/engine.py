@@ -201,6 +201,19 @@ def make_engine(cfg: LLMConfig, cache_path: str | Path | None = None, metrics_pa
     return cls(cfg, cache_path, metrics_path)
 
 
+_WARNED: set = set()
+
+
+def warn_once(backend: str, setting: str) -> None:
+    """A sampling setting this backend cannot apply: said once per process, not per request."""
+    if (backend, setting) not in _WARNED:
+        _WARNED.add((backend, setting))
+        import warnings
+
+        warnings.warn(f"llm.sampling.{setting} is not supported by the {backend} backend and is ignored there; "
+                      "repetition_penalty, frequency_penalty and presence_penalty work in every backend", stacklevel=2)
+
+
 def continues(messages: list[Message]) -> bool:
     """True when the request ends with an assistant message, which the model is to continue."""
     return bool(messages) and messages[-1].get("role") == "assistant"

@@ -20,6 +20,22 @@ from pipeline.llm.models import resolve_model
 from pipeline.llm.types import Output, Request, Result
 
 
+class _Penalties:
+    """OpenAI's frequency and presence penalties over the generated tokens (as vLLM applies them)."""
+
+    def __init__(self, prompt_len: int, frequency: float, presence: float):
+        self.prompt_len, self.frequency, self.presence = prompt_len, frequency, presence
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        gen = input_ids[:, self.prompt_len:]
+        if gen.shape[1] == 0:
+            return scores
+        counts = torch.zeros_like(scores).scatter_add_(1, gen, torch.ones_like(gen, dtype=scores.dtype))
+        return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
+
+
 class TransformersEngine(TokenizerMixin, Engine):
     name = "transformers"
 
@@ -112,6 +128,12 @@ class TransformersEngine(TokenizerMixin, Engine):
                       repetition_penalty=s.repetition_penalty)
         if s.min_tokens:
             kwargs["min_new_tokens"] = s.min_tokens
+        if s.no_repeat_ngram_size:
+            kwargs["no_repeat_ngram_size"] = s.no_repeat_ngram_size
+        if s.frequency_penalty or s.presence_penalty:  # transformers has no such argument: a logits processor
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList([_Penalties(width, s.frequency_penalty, s.presence_penalty)])
         if s.temperature > 0:
             kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k if s.top_k > 0 else None)
         else:

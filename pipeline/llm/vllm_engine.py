@@ -14,7 +14,7 @@ import os
 import time
 
 from pipeline.errors import UserError
-from pipeline.llm.engine import Engine, TokenizerMixin, continues
+from pipeline.llm.engine import Engine, TokenizerMixin, continues, warn_once
 from pipeline.llm.models import resolve_model
 from pipeline.llm.types import Output, Request, Result
 
@@ -74,7 +74,10 @@ class VLLMEngine(TokenizerMixin, Engine):
         kw = dict(n=s.n, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k if s.top_k > 0 else 0,
                   max_tokens=s.max_tokens, stop=list(s.stop) or None,
                   seed=s.seed if self._per_request_seed else None,
-                  repetition_penalty=s.repetition_penalty, min_tokens=s.min_tokens)
+                  repetition_penalty=s.repetition_penalty, min_tokens=s.min_tokens,
+                  frequency_penalty=s.frequency_penalty, presence_penalty=s.presence_penalty)
+        if s.no_repeat_ngram_size:
+            warn_once("vllm", "no_repeat_ngram_size")
         fmt = req.response_format
         if fmt:
             from vllm.sampling_params import StructuredOutputsParams

@@ -55,6 +55,15 @@ def _word_counts(folder: Path, cap: int = LENGTH_SAMPLE) -> list[int]:
     return counts
 
 
+def _sample_rows(folder: Path, n: int) -> list[dict]:
+    """The first n rows of a folder's first shard (deterministic, cheap on a big run)."""
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        return []
+    t = next(pq.ParquetFile(files[0]).iter_batches(batch_size=n), None)
+    return t.to_pylist()[:n] if t is not None else []
+
+
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
 
@@ -322,30 +331,90 @@ class Report:
     def audit(self) -> None:
         rows = []
         for stage in ("generate", "rephrase"):
-            a = (self.stats.get(stage) or {}).get("audit")
-            if a and a.get("documents"):
-                rows.append((stage, a))
+            st = self.stats.get(stage) or {}
+            if (st.get("audit") or {}).get("documents") or st.get("quality_gate"):
+                rows.append((stage, st.get("audit") or {}, st.get("quality_gate") or {}))
         if not rows:
             self.add("Synthetic-text audit", "<p>No LLM-written text in this run.</p>")
             return
         import numpy as np
 
-        keys = [("proxy_phrase_doc_rate", "proxy-phrase docs"), ("refusal_rate", "refusals"),
-                ("top20_openings_share", "top-20 openings share")]
-        fig, ax = self.fig(7, 3)
+        body = ""
+        # the gate on the raw replies: the share failing each check, per stage
+        checks = sorted({k for _, _, g in rows for k in g.get("fail_share_by_check", {})})
+        if checks:
+            fig, ax = self.fig(8, 0.35 * len(checks) + 1.5)
+            y = np.arange(len(checks))
+            for i, (stage, _, g) in enumerate(rows):
+                ax.barh(y + i * 0.38, [g.get("fail_share_by_check", {}).get(k, 0) for k in checks], 0.38,
+                        label=f"{stage}: {g.get('passed', 0):,} of {g.get('checked', 0):,} passed")
+            ax.set_yticks(y + 0.19 * (len(rows) - 1), checks)
+            ax.set_xlim(0, 1)
+            ax.set_xlabel("share of raw LLM replies failing the check")
+            ax.set_title("quality gate on the raw replies")
+            ax.legend(fontsize=8)
+            body += self.image(fig, "quality gate")
+        keys = [("proxy_phrase_doc_rate", "proxy phrases"), ("refusal_rate", "refusals"), ("loop_share", "loops"),
+                ("mixed_script_share", "mixed script"), ("prompt_echo_share", "prompt echo"),
+                ("hit_max_tokens_share", "hit max_tokens"), ("cut_mid_sentence_share", "ends mid-sentence"),
+                ("gopher_fail_share", "fails Gopher")]
+
+        def val(a: dict, k: str):
+            v = a.get(k, (a.get("degeneration") or {}).get(k))
+            return v
+
+        fig, ax = self.fig(9, 3.2)
         x = np.arange(len(keys))
-        for i, (stage, a) in enumerate(rows):
-            ax.bar(x + i * 0.35, [a.get(k, 0) for k, _ in keys], 0.35, label=stage)
-        ax.set_xticks(x + 0.35 * (len(rows) - 1) / 2, [lab for _, lab in keys])
+        for i, (stage, a, _) in enumerate(rows):
+            ax.bar(x + i * 0.38, [val(a, k) or 0 for k, _ in keys], 0.38, label=f"{stage} (kept rows)")
+        ax.set_xticks(x + 0.19 * (len(rows) - 1), [lab for _, lab in keys], rotation=20, fontsize=8)
         ax.set_ylim(0, 1)
         ax.set_ylabel("share of documents")
-        ax.legend()
-        ax.set_title("audit rates")
-        table = _table(["stage", "documents", "mean words", "proxy-phrase docs", "per 1k words", "refusals", "top-20 openings"],
-                       [[s, a["documents"], a.get("mean_words"), a.get("proxy_phrase_doc_rate"),
-                         a.get("proxy_phrases_per_1k_words"), a.get("refusal_rate"), a.get("top20_openings_share")]
-                        for s, a in rows])
-        self.add("Synthetic-text audit", self.image(fig, "audit") + table)
+        ax.legend(fontsize=8)
+        ax.set_title("audit of the kept rows: synthetic-text signs and degeneration")
+        body += self.image(fig, "audit")
+        table = _table(["stage", "raw replies passing the gate", "kept documents", "mean words", "proxy-phrase docs",
+                        "refusals", "loops", "mixed script", "prompt echo", "hit max_tokens", "mean top-4-gram share",
+                        "top-20 openings"],
+                       [[s, g.get("pass_rate"), a.get("documents"), a.get("mean_words"), a.get("proxy_phrase_doc_rate"),
+                         a.get("refusal_rate"), val(a, "loop_share"), val(a, "mixed_script_share"),
+                         val(a, "prompt_echo_share"), val(a, "hit_max_tokens_share"), val(a, "mean_top_4gram_share"),
+                         a.get("top20_openings_share") if a.get("top20_openings_share") is not None else "n/a (too few)"]
+                        for s, a, g in rows])
+        notes = "".join(f"<p>{html.escape(s)}: {html.escape(a['openings_note'])}.</p>" for s, a, _ in rows
+                        if a.get("openings_note"))
+        self.add("Synthetic-text audit", body + table + notes)
+
+    def samples(self, kept: int = 3, removed: int = 3) -> None:
+        """A few rows of each dataset as a reader would see them: kept ones, and removed ones with their
+        reason, each with the prompt (or source) and the teacher beside it."""
+        body = ""
+        for name, stage, tag in (("textbooks", "generate", "data"), ("rephrased", "rephrase", "data"),
+                                 ("filtered web", "filter", "kept")):
+            folder = self.run / stage
+            if not (folder / tag).is_dir():
+                continue
+            body += f"<h3>{html.escape(name)}</h3>"
+            for label, sub, n in (("kept", tag, kept), ("removed", "removed", removed)):
+                rows = _sample_rows(folder / sub, n)
+                if not rows:
+                    body += f"<p>No {label} rows.</p>"
+                    continue
+                for r in rows:
+                    head = " · ".join(html.escape(f"{k}: {r[k]}") for k in ("filter_reason", "teacher", "style", "format",
+                                                                             "audience", "finish_reason", "int_score")
+                                      if r.get(k) not in (None, ""))
+                    detail = f"<p class='warn'>{html.escape(str(r['error_detail'])[:300])}</p>" if r.get("error_detail") else ""
+                    given = r.get("prompt") or r.get("source_chunk")
+                    text = r.get("text") or r.get("raw_reply") or ""
+                    if label == "removed" and r.get("raw_reply"):
+                        text = r["raw_reply"]
+                    body += (f"<div class='row {label}'><p><b>{label}</b> <code>{html.escape(str(r.get('id')))}</code> "
+                             f"{head}</p>{detail}"
+                             + (f"<details><summary>prompt / source</summary><pre>{html.escape(given[:1500])}</pre></details>"
+                                if given else "")
+                             + f"<pre>{html.escape(text[:1500])}{' ...' if len(text) > 1500 else ''}</pre></div>")
+        self.add("Sample rows", body or "<p>No dataset in this run yet.</p>")
 
     def _training_cost(self) -> dict:
         """The ablation's runs, summed from the last training record of each metrics.jsonl."""
@@ -428,6 +497,8 @@ td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
 th {{ background: #f3f3f3; }} td:first-child {{ text-align: left; }}
 img.plot {{ display: block; max-width: 100%; margin: 0.6em 0; }}
 .warn {{ color: #a33; }} .verdict {{ font-weight: bold; }}
+div.row {{ border-left: 4px solid #2ca02c; padding: 0 0.8em; margin: 0.8em 0; }} div.row.removed {{ border-color: #d62728; }}
+pre {{ white-space: pre-wrap; background: #f8f8f8; padding: 0.5em; font-size: 0.85em; max-height: 22em; overflow: auto; }}
 </style></head>
 <body data-plots="{self.plots}">
 <h1>synthweb run report</h1>
@@ -453,8 +524,8 @@ def write_report(run: Path, output: Path | None = None) -> Path:
     r = Report(run)
     if not any(r.stats.values()) and not (run / "run.json").exists():
         raise UserError(f"report: {run} holds no stage output (no seeds/, generate/, ... with stats.json, no run.json)")
-    for section in (r.funnel, r.scores, r.distributions, r.lengths, r.dedup, r.contamination, r.audit, r.costs,
-                    r.training):
+    for section in (r.funnel, r.scores, r.distributions, r.lengths, r.dedup, r.contamination, r.audit, r.samples,
+                    r.costs, r.training):
         section()
     out = output or run / "report.html"
     _atomic_write_text(out, r.html())

@@ -1,11 +1,20 @@
-"""``synthweb audit``: how synthetic a set of shards reads, per shard and per stage.
+"""``synthweb audit``: how synthetic and how degenerate a set of shards reads, per shard and per stage.
 
-For every shard of a stage output (or any Parquet/JSONL folder): the share of documents with LLM
-proxy phrases ("as an AI language model", "delve", "tapestry", ...; ``audit.phrases``) and the rate
-per 1,000 words, the refusal rate (``audit.refusals``), the share of the most common opening words
-(a model repeating itself), and mean length. Grouped by the stage that last wrote each row
-(``history``), so a run's folders show where model-collapse risk builds up. Written to
-``audit.json`` and printed.
+For every shard of a stage output (or any Parquet/JSONL folder):
+
+- signs of synthetic text: the share of documents with LLM proxy phrases ("as an AI language model",
+  "delve", "tapestry", ...; ``audit.phrases``) and their rate per 1,000 words, the refusal rate
+  (``audit.refusals``), the share of the most common openings — reported only from
+  ``audit.min_documents_for_openings`` documents on, since "the top 20 openings cover 100%" says
+  nothing about 24 documents;
+- degeneration, by the quality gate's own checks (pipeline/gate.py) run on every document (or an even
+  sample of ``audit.gate_sample``): the gate's pass rate and the share failing each check, the mean
+  top 2- and 4-gram character share (Gopher's repetition measure), loops, mixed-script words,
+  prompt echo (where the shards keep the ``prompt``), and the share that hit ``max_tokens`` and the
+  share that still ends mid-sentence (where they keep ``finish_reason``).
+
+Grouped by the stage that last wrote each row (``history``), so a run's folders show where
+model-collapse risk builds up. Written to ``audit.json`` and printed.
 """
 
 from __future__ import annotations
@@ -17,20 +26,36 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.config import AuditConfig
+from pipeline.config import AuditConfig, QualityGateConfig
 from pipeline.errors import UserError
 
 
 class Auditor:
-    def __init__(self, cfg: AuditConfig):
+    def __init__(self, cfg: AuditConfig, gate_cfg: QualityGateConfig | None = None):
+        from pipeline.gate import QualityGate
+
         self.cfg = cfg
         self.phrases = [re.compile(r"\b" + re.escape(p.lower()) + r"\w*", re.I) for p in cfg.phrases]
         self.refusals = [re.compile(p, re.I) for p in cfg.refusals]
+        # the gate's checks measure; whether the gate is on for the stages does not matter here
+        self.gate = QualityGate((gate_cfg or QualityGateConfig()).model_copy(update={"enabled": True}))
 
-    def texts(self, texts: list[str]) -> dict:
+    def verdicts(self, texts: list[str], prompts: list | None = None, finish: list | None = None) -> list:
+        """The gate's verdict per document, or None for a document outside the even sample."""
+        n = len(texts)
+        step = max(1, -(-n // self.cfg.gate_sample)) if self.cfg.gate_sample else 1
+        out: list = [None] * n
+        for i in range(0, n, step):
+            out[i] = self.gate.check(texts[i] or "", echo_source=(prompts[i] if prompts else None),
+                                     finish_reason=(finish[i] if finish else None))
+        return out
+
+    def texts(self, texts: list[str], prompts: list | None = None, finish: list | None = None,
+              verdicts: list | None = None) -> dict:
         n = len(texts)
         if not n:
             return {"documents": 0}
+        texts = [t or "" for t in texts]
         words = [t.split() for t in texts]
         total_words = sum(len(w) for w in words)
         hits = Counter()
@@ -46,17 +71,59 @@ class Auditor:
         refused = sum(any(rx.search(t[:400]) for rx in self.refusals) for t in texts)
         openings = Counter(" ".join(w[: self.cfg.opening_words]).lower() for w in words if w)
         top = openings.most_common(self.cfg.top_openings)
-        return {
+        key = f"top{self.cfg.top_openings}_openings_share"
+        out = {
             "documents": n,
             "mean_words": round(total_words / n, 1),
             "proxy_phrase_doc_rate": round(docs_with / n, 4),
             "proxy_phrases_per_1k_words": round(1000 * sum(hits.values()) / max(1, total_words), 3),
             "proxy_phrase_counts": dict(hits.most_common()),
             "refusal_rate": round(refused / n, 4),
-            f"top{self.cfg.top_openings}_openings_share": round(sum(c for _, c in top) / n, 4),
+            key: round(sum(c for _, c in top) / n, 4) if n >= self.cfg.min_documents_for_openings else None,
             "most_common_openings": [{"opening": o, "documents": c} for o, c in top[:5]],
             "empty_documents": sum(1 for w in words if not w),
         }
+        if n < self.cfg.min_documents_for_openings:
+            out["openings_note"] = (f"the top-{self.cfg.top_openings} openings share means nothing below "
+                                    f"{self.cfg.min_documents_for_openings} documents (have {n}); not reported")
+        if verdicts is None:
+            verdicts = self.verdicts(texts, prompts, finish)
+        out["degeneration"] = degeneration(verdicts, prompts is not None, finish is not None)
+        return out
+
+
+def _mean(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return round(sum(xs) / len(xs), 4) if xs else None
+
+
+def degeneration(verdicts: list, have_prompts: bool, have_finish: bool) -> dict:
+    """The gate's figures over the sampled verdicts of one group of documents."""
+    from pipeline.gate import CHECKS
+
+    vs = [v for v in verdicts if v is not None]
+    n = len(vs)
+    if not n:
+        return {"checked": 0}
+    failing = Counter(r for v in vs for r in v.reasons)
+    share = {k: round(failing[k] / n, 4) for k in CHECKS}
+
+    def metric(name):
+        return _mean([v.metrics.get(name) for v in vs])
+
+    return {
+        "checked": n,
+        "gate_pass_rate": round(sum(v.passed for v in vs) / n, 4),
+        "fail_share_by_check": {k: s for k, s in share.items() if s},
+        "mean_top_2gram_share": metric("top_2gram_share"),
+        "mean_top_4gram_share": metric("top_4gram_share"),
+        "loop_share": share["loop"],
+        "mixed_script_share": round(sum(1 for v in vs if v.metrics.get("mixed_script_words")) / n, 4),
+        "prompt_echo_share": share["prompt_echo"] if have_prompts else None,
+        "hit_max_tokens_share": round(sum(1 for v in vs if v.metrics.get("hit_max_tokens")) / n, 4) if have_finish else None,
+        "cut_mid_sentence_share": share["cut_at_max_tokens"] if have_finish else None,
+        "gopher_fail_share": round(sum(1 for v in vs if {"gopher_repetition", "gopher_quality"} & set(v.reasons)) / n, 4),
+    }
 
 
 def _stage_of(history) -> str:
@@ -66,7 +133,7 @@ def _stage_of(history) -> str:
     return "unknown"
 
 
-def audit(folder: str | Path, cfg: AuditConfig, text_column: str = "text") -> dict:
+def audit(folder: str | Path, cfg: AuditConfig, text_column: str = "text", gate_cfg: QualityGateConfig | None = None) -> dict:
     """Audit every Parquet shard under ``folder`` (a run folder: its data/, kept/ and the like)."""
     folder = Path(folder)
     if not folder.exists():
@@ -74,19 +141,35 @@ def audit(folder: str | Path, cfg: AuditConfig, text_column: str = "text") -> di
     files = sorted(p for p in folder.rglob("*.parquet") if "_parts" not in p.parts and "removed" not in p.parts)
     if not files:
         raise UserError(f"audit: no Parquet shards under {folder}")
-    a = Auditor(cfg)
-    per_shard, by_stage = {}, {}
+    a = Auditor(cfg, gate_cfg)
+    per_shard, groups = {}, {}
+    everything: dict[str, list] = {"t": [], "p": [], "f": [], "v": []}
+    has_p = has_f = True
     for f in files:
         t = pq.read_table(f)
         if text_column not in t.column_names:
             raise UserError(f"audit: {f} has no column {text_column!r} (columns: {', '.join(t.column_names)})")
         texts = [x or "" for x in t.column(text_column).to_pylist()]
+        prompts = t.column("prompt").to_pylist() if "prompt" in t.column_names else None
+        finish = t.column("finish_reason").to_pylist() if "finish_reason" in t.column_names else None
+        has_p, has_f = has_p and prompts is not None, has_f and finish is not None
         hist = t.column("history").to_pylist() if "history" in t.column_names else [None] * len(texts)
-        per_shard[str(f.relative_to(folder))] = a.texts(texts)
-        for text, h in zip(texts, hist):
-            by_stage.setdefault(_stage_of(h), []).append(text)
-    overall = a.texts([x for v in by_stage.values() for x in v])
-    return {"folder": str(folder), "overall": overall, "by_stage": {k: a.texts(v) for k, v in by_stage.items()},
+        verdicts = a.verdicts(texts, prompts, finish)
+        per_shard[str(f.relative_to(folder))] = a.texts(texts, prompts, finish, verdicts)
+        for i, (text, h) in enumerate(zip(texts, hist)):
+            g = groups.setdefault(_stage_of(h), {"t": [], "p": [], "f": [], "v": []})
+            for d in (g, everything):
+                d["t"].append(text)
+                d["p"].append(prompts[i] if prompts else None)
+                d["f"].append(finish[i] if finish else None)
+                d["v"].append(verdicts[i])
+
+    def group(d: dict) -> dict:
+        p = d["p"] if any(x is not None for x in d["p"]) else None
+        f = d["f"] if any(x is not None for x in d["f"]) else None
+        return a.texts(d["t"], p, f, d["v"])
+
+    return {"folder": str(folder), "overall": group(everything), "by_stage": {k: group(v) for k, v in groups.items()},
             "by_shard": per_shard}
 
 
@@ -95,9 +178,21 @@ def summary_line(r: dict) -> str:
     if not o.get("documents"):
         return "audit: no documents"
     key = next(k for k in o if k.endswith("_openings_share"))
-    return (f"audit: {o['documents']} documents, {o['mean_words']:.0f} words on average; proxy phrases in "
+    openings = (f"{key.split('_')[0]} openings cover {o[key]:.1%}" if o[key] is not None
+                else f"openings not rated (< {o['openings_note'].split(' below ')[1].split(' ')[0]} documents)")
+    line = (f"audit: {o['documents']} documents, {o['mean_words']:.0f} words on average; proxy phrases in "
             f"{o['proxy_phrase_doc_rate']:.1%} ({o['proxy_phrases_per_1k_words']:.2f} per 1k words); refusals "
-            f"{o['refusal_rate']:.1%}; {key.split('_')[0]} openings cover {o[key]:.1%}")
+            f"{o['refusal_rate']:.1%}; {openings}")
+    d = o.get("degeneration") or {}
+    if d.get("checked"):
+        parts = [f"gate pass {d['gate_pass_rate']:.0%}", f"loops {d['loop_share']:.1%}",
+                 f"mixed script {d['mixed_script_share']:.1%}", f"top-4-gram share {d['mean_top_4gram_share'] or 0:.3f}"]
+        if d.get("prompt_echo_share") is not None:
+            parts.append(f"prompt echo {d['prompt_echo_share']:.1%}")
+        if d.get("hit_max_tokens_share") is not None:
+            parts.append(f"hit max_tokens {d['hit_max_tokens_share']:.1%} (ends mid-sentence {d['cut_mid_sentence_share']:.1%})")
+        line += "; degeneration: " + ", ".join(parts)
+    return line
 
 
 def write(r: dict, out: Path) -> None:

@@ -188,6 +188,47 @@ def _kill_descendants() -> None:
     psutil.wait_procs(procs, timeout=5)
 
 
+LOCK = ".synthweb.lock"
+
+
+@contextmanager
+def output_lock(output: Path, stage: str):
+    """One run per output folder. An advisory lock (flock) on OUTPUT/.synthweb.lock, held for the
+    whole run by this process and the workers it forks; the file names the holder (pid, host, start).
+    The kernel drops the lock when its holder dies, so a lock left by a killed run is stale by
+    construction and the next run takes it over. Two runs at once: the second refuses in one line."""
+    import fcntl
+    import os
+    import socket
+
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file, not a folder")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        fd = os.open(output / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError:
+        raise UserError(f"--output {output}: no permission to write there") from None
+    except OSError as e:
+        raise UserError(f"--output {output}: cannot write there ({e.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise UserError(f"{output} is in use by a running synthweb ({holder}); wait for it to finish, "
+                        "or stop it, or use another --output") from None
+    try:
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "stage": stage,
+                           "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode(), 0)
+        yield
+    finally:
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 # the loguru level put back after a stage; synthweb run, which chains stages in one process, keeps WARNING
 RESTORE_LOG_LEVEL = "INFO"
 
@@ -216,9 +257,9 @@ def _quiet_datatrove():
 # earlier stage's finished output look foreign (make generate reruns seeds with the same file)
 STAGE_SECTIONS = {
     "seeds": ("run", "input", "executor", "writer", "seeds"),
-    "infer": ("run", "input", "executor", "writer", "llm", "infer"),
-    "generate": ("run", "input", "executor", "writer", "llm", "encoder", "generate"),
-    "rephrase": ("run", "input", "executor", "writer", "llm", "encoder", "rephrase", "classify"),
+    "infer": ("run", "input", "executor", "writer", "llm", "infer", "quality_gate"),
+    "generate": ("run", "input", "executor", "writer", "llm", "encoder", "generate", "quality_gate"),
+    "rephrase": ("run", "input", "executor", "writer", "llm", "encoder", "rephrase", "classify", "quality_gate"),
     "annotate": ("run", "input", "executor", "writer", "llm", "annotate"),
     "classify": ("run", "input", "executor", "writer", "classify"),
     "decontaminate": ("run", "input", "executor", "writer", "decontaminate"),
@@ -231,8 +272,15 @@ MAIN_TAG = {"filter": "kept"}
 
 def run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], force: bool = False,
               progress: bool = True, needs_input: bool = True, printer=print, extra_hash: str = "") -> dict:
-    """Run one stage end to end (or resume it); returns the stats dict also written to stats.json.
-    ``extra_hash`` joins the config hash (e.g. the fingerprints of the classifiers a stage applies)."""
+    """Run one stage end to end (or resume it) under the output folder's lock; returns the stats dict
+    also written to stats.json. ``extra_hash`` joins the config hash (e.g. the fingerprints of the
+    classifiers a stage applies)."""
+    with output_lock(Path(cfg.run.output), stage):
+        return _run_stage(stage, cfg, build, force, progress, needs_input, printer, extra_hash)
+
+
+def _run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], force: bool, progress: bool,
+               needs_input: bool, printer, extra_hash: str) -> dict:
     output = Path(cfg.run.output)
     h = cfg.hash(STAGE_SECTIONS.get(stage))
     if extra_hash:
@@ -265,16 +313,25 @@ def run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], fo
     if plan and plan.notice:
         printer(plan.notice)
     resumed = state is not None
+    if resumed and state.get("inputs"):
+        _check_inputs(state["inputs"], output)
     if not state:
         run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-        state = {"stage": stage, "config_hash": h, "run_id": run_id, "plan": plan.__dict__ if plan else None}
+        state = {"stage": stage, "config_hash": h, "run_id": run_id, "plan": plan.__dict__ if plan else None,
+                 "inputs": fingerprints(plan.files) if plan else {}}
     logs.mkdir(parents=True, exist_ok=True)
     (output / "config.yaml").write_text(f"# resolved config of {stage}, hash {h}\n" + cfg.to_yaml(), encoding="utf-8")
     _atomic_write_text(state_path, json.dumps(state))
     if plan and state.get("plan"):  # a resumed run keeps the file list it started with
         plan = InputPlan(**{**state["plan"], "notice": None})
     ctx = StageContext(stage, cfg, output, plan, state["run_id"], h)
-    pipeline = build(ctx)
+    try:
+        pipeline = build(ctx)
+    except UserError:
+        if not resumed:  # a run that failed validation leaves no state behind to block its own fix
+            state_path.unlink(missing_ok=True)
+            (output / "config.yaml").unlink(missing_ok=True)
+        raise
     executor = build_executor(cfg.executor, pipeline, str(logs))
     if resumed:
         done = len(list((logs / "completions").glob("*"))) if (logs / "completions").exists() else 0
@@ -310,6 +367,43 @@ def run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], fo
     return stats
 
 
+def fingerprints(files: list[str], block: int = 1 << 16) -> dict[str, list]:
+    """Per input file: size, mtime and a hash of its first and last 64 KiB (cheap on any file size),
+    kept in the run state so that a resumed run knows whether its input changed under it."""
+    import hashlib
+    import os
+
+    out = {}
+    for f in files:
+        try:
+            st = os.stat(f)
+            with open(f, "rb") as fh:
+                head = fh.read(block)
+                fh.seek(max(0, st.st_size - block))
+                tail = fh.read(block)
+        except OSError:
+            continue
+        out[f] = [st.st_size, st.st_mtime_ns, hashlib.sha1(head + tail).hexdigest()[:16]]
+    return out
+
+
+def _check_inputs(saved: dict[str, list], output: Path) -> None:
+    now = fingerprints(list(saved))
+    for f, (size, mtime, digest) in saved.items():
+        if f not in now:
+            why = "is gone"
+        elif now[f][0] != size:
+            why = f"changed size ({size:,} -> {now[f][0]:,} bytes)"
+        elif now[f][2] != digest:
+            why = "changed content"
+        elif now[f][1] != mtime:
+            why = "was modified"
+        else:
+            continue
+        raise UserError(f"input {f} {why} since the unfinished run in {output} started; finished tasks read the "
+                        "old file, so resuming would mix two inputs: use --force to start over on the new input")
+
+
 def complete_stage(output: str, stage: str, config_hash: str, run_id: str, wall_time: float | None = None,
                    resumed: bool = False) -> dict:
     """Finalise shards and write stats.json; safe to call again after an interruption."""
@@ -327,6 +421,11 @@ def complete_stage(output: str, stage: str, config_hash: str, run_id: str, wall_
         from pipeline.llm.metrics import merge
 
         stats["llm"] = merge([json.loads(f.read_text()) for f in llm_files])
+    gate = gate_summary(stats["steps"])
+    if gate:
+        if wall_time and not resumed:  # the gate's cost: its CPU time over the stage's wall time (summed over tasks)
+            gate["share_of_wall_time"] = round(gate["time_s"] / wall_time, 4)
+        stats["quality_gate"] = gate
     stats.update(
         stage=stage, complete=True, config_hash=config_hash, run_id=run_id, output=str(out),
         shards=sorted(str(p.relative_to(out)) for p in (out / main).glob("*.parquet")) if (out / main).exists() else [],
@@ -396,6 +495,41 @@ def summarize(logs: Path, stage: str, rows: dict[str, int]) -> dict:
     }
 
 
+def gate_summary(steps: dict) -> dict | None:
+    """The quality gate's books from the steps' gate_* counters: replies checked and passed (in all and
+    per teacher), the share failing each check, replies trimmed at max_tokens."""
+    c: dict[str, int] = {}
+    for counts in steps.values():
+        for k, v in counts.items():
+            if k.startswith("gate_") and isinstance(v, (int, float)):
+                c[k] = c.get(k, 0) + int(v)
+    n = c.get("gate_checked", 0)
+    if not n:
+        return None
+    out = {"checked": n, "passed": c.get("gate_passed", 0), "pass_rate": round(c.get("gate_passed", 0) / n, 4),
+           "trimmed_at_max_tokens": c.get("gate_trimmed", 0), "time_s": round(c.get("gate_us", 0) / 1e6, 3),
+           "failed_by_check": {k.removeprefix("gate_failed_"): v for k, v in sorted(c.items(), key=lambda kv: -kv[1])
+                               if k.startswith("gate_failed_")}}
+    out["fail_share_by_check"] = {k: round(v / n, 4) for k, v in out["failed_by_check"].items()}
+    by = {k.removeprefix("gate_checked_by_"): v for k, v in c.items() if k.startswith("gate_checked_by_")}
+    if by:
+        out["by_teacher"] = {t: {"checked": v, "passed": c.get(f"gate_passed_by_{t}", 0),
+                                 "pass_rate": round(c.get(f"gate_passed_by_{t}", 0) / v, 4)} for t, v in sorted(by.items())}
+    return out
+
+
+def gate_line(g: dict) -> str:
+    """One line for the terminal: the pass rate on the raw replies and the main failure kinds."""
+    fails = ", ".join(f"{k} {v}" for k, v in g["failed_by_check"].items())
+    teachers = "; ".join(f"{t} {x['passed']}/{x['checked']}" for t, x in g.get("by_teacher", {}).items())
+    return (f"quality gate: {g['passed']} of {g['checked']} raw replies passed ({g['pass_rate']:.0%})"
+            + (f" in {g['time_s']:.1f} s ({g['share_of_wall_time']:.1%} of the stage's wall time)"
+               if g.get("share_of_wall_time") is not None else "")
+            + (f"; by teacher: {teachers}" if teachers else "") + (f"; failed: {fails}" if fails else "")
+            + (f"; {g['trimmed_at_max_tokens']} cut at max_tokens trimmed to their last sentence"
+               if g.get("trimmed_at_max_tokens") else ""))
+
+
 def print_summary(stats: dict, printer=print) -> None:
     """A compact table: records in/out, dropped by reason, throughput, wall time, output path."""
     from rich.console import Console
@@ -426,5 +560,12 @@ def print_summary(stats: dict, printer=print) -> None:
             t.add_row(f"  LLM failures: {kind}", f"{n:,}")
         if llm.get("cost_usd") is not None:
             t.add_row("estimated cost", f"${llm['cost_usd']:,.2f}")
+    g = stats.get("quality_gate")
+    if g:
+        t.add_row("quality gate: passed / checked", f"{g['passed']:,} / {g['checked']:,} ({g['pass_rate']:.0%})")
+        for check, n in g["failed_by_check"].items():
+            t.add_row(f"  gate failed: {check}", f"{n:,}")
+        if g.get("trimmed_at_max_tokens"):
+            t.add_row("  trimmed at max_tokens", f"{g['trimmed_at_max_tokens']:,}")
     t.add_row("shards", f"{len(stats.get('shards', []))} in {stats.get('output')}/{MAIN_TAG.get(stats.get('stage'), 'data')}")
     Console(stderr=False).print(t)

@@ -53,6 +53,9 @@ GEN_FIELDS = [
     pa.field("teacher", pa.string()),  # multi-teacher: the teacher whose answer was kept (null with one model)
     pa.field("teacher_scores", pa.string()),  # JSON {teacher: the judge's score of its answer}
     pa.field("judge", pa.string()),
+    pa.field("rejected_answers", pa.string()),  # JSON {teacher: reason}: answers that never reached the judge
+    pa.field("gate", pa.string()),  # JSON: the quality gate's measurements of the reply (pipeline/gate.py)
+    pa.field("trimmed_at_max_tokens", pa.bool_()),  # cut at max_tokens, trimmed back to its last full sentence
 ]
 STAGE_FIELDS = GEN_FIELDS + [pa.field("text_token_length", pa.int32()), pa.field("finish_reason", pa.string())]
 REMOVED_FIELDS = GEN_FIELDS + [
@@ -152,7 +155,10 @@ class GenerateStep(LLMStep):
         from pipeline.stages.personas import load_personas
         from pipeline.stages.topics import TopicModel
 
+        from pipeline.gate import QualityGate
+
         out = Path(self.output)
+        self.gate = QualityGate(self.cfg.quality_gate)
         self.builder = PromptBuilder(self.cfg, [p["persona"] for p in load_personas(out / "personas" / "personas.jsonl")])
         self.topics = TopicModel.load(out / "topics") if (out / "topics" / "topics.json").exists() else None
         self.encoder = None
@@ -244,7 +250,7 @@ class GenerateStep(LLMStep):
         pending = []  # (doc, [(teacher, candidate Document)])
         for i, doc in enumerate(docs):
             self.stat_update("requests")
-            cands, first_fail = [], None
+            cands, first_fail, rejected = [], None, {}
             for t, results in zip(self.teachers, per_teacher):
                 res = results[i]
                 self.stat_update(f"requests_{t[0]}")
@@ -253,17 +259,21 @@ class GenerateStep(LLMStep):
                 if res.error:
                     self.stat_update(f"teacher_failed_{res.error}")
                     first_fail = first_fail or (t, res, None, None)
+                    rejected[t[0]] = f"llm_{res.error}"
                     continue
                 d = Document(text=doc.text, id=doc.id, metadata=dict(doc.metadata))
                 self._common(d, res, t)
-                for new, reason, raw in self._candidates(d, res):
-                    if reason:
+                for new, reason, raw in self._candidates(d, res, t[0]):
+                    if reason:  # failed the gate or the length checks: the judge never sees it
                         self.stat_update(f"teacher_rejected_{reason}")
                         first_fail = first_fail or (t, res, new, reason)
+                        rejected[t[0]] = reason
                     else:
                         new.metadata["teacher"] = t[0]
                         cands.append((t[0], new))
             if cands:
+                for _, c in cands:
+                    c.metadata["rejected_answers"] = json.dumps(rejected) if rejected else None
                 pending.append((doc, cands))
                 continue
             self.stat_update("dropped")
@@ -272,7 +282,9 @@ class GenerateStep(LLMStep):
             self.stat_update(f"dropped_{reason}")
             if self.failures is not None:
                 out = new if new is not None else self.failed(doc, res)
-                out.metadata.update(filter_reason=reason, teacher=t[0])
+                out.metadata.update(filter_reason=reason, teacher=t[0], rejected_answers=json.dumps(rejected))
+                if new is not None and new.metadata.get("gate_detail"):
+                    out.metadata["error_detail"] = new.metadata.pop("gate_detail")
                 if new is not None:
                     out.metadata["raw_reply"] = res.outputs[0].text if res.outputs else None
                 self.failures.write(out, rank=self._rank)
@@ -294,20 +306,38 @@ class GenerateStep(LLMStep):
             self.update_doc_stats(kept)
             yield kept
 
-    def _candidates(self, doc: Document, res: Result):
-        """(Document, reason or None, raw reply) per output of a result, after cleaning and the length checks."""
+    def _candidates(self, doc: Document, res: Result, teacher: str | None = None):
+        """(Document, reason or None, raw reply) per output of a result: cleaned, through the quality
+        gate (a reply cut at max_tokens is trimmed to its last sentence), then the length checks."""
         g = self.cfg.generate
         for k, out in enumerate(res.outputs):
             text = self.builder.strip_openers(out.text) if g.strip_openers else out.text.strip()
-            meta = dict(doc.metadata, finish_reason=out.finish_reason, text_token_length=self._tokens(text),
-                        completion_tokens=out.completion_tokens)
-            new = Document(text=text, id=doc.id if len(res.outputs) == 1 else f"{doc.id}.{k}", metadata=meta)
+            meta = dict(doc.metadata, finish_reason=out.finish_reason, completion_tokens=out.completion_tokens)
             reason = None
-            if meta["text_token_length"] < g.min_tokens:
+            if self.gate.enabled:
+                v = self.gate.check(text, echo_source=doc.metadata["prompt"], finish_reason=out.finish_reason)
+                self._gate_stats(v, teacher)
+                text = v.text
+                meta.update(gate=json.dumps({"passed": v.passed, "failed": v.reasons, **v.metrics}),
+                            trimmed_at_max_tokens=v.trimmed)
+                if not v.passed:
+                    reason = v.reason
+                    meta["gate_detail"] = v.detail()
+            meta["text_token_length"] = self._tokens(text)
+            new = Document(text=text, id=doc.id if len(res.outputs) == 1 else f"{doc.id}.{k}", metadata=meta)
+            if reason:
+                pass
+            elif meta["text_token_length"] < g.min_tokens:
                 reason = "too_short"
             elif out.finish_reason == "length" and g.on_length == "drop":
                 reason = "hit_max_tokens"
             yield new, reason, out.text
+
+    def _gate_stats(self, v, teacher: str | None) -> None:
+        from pipeline.gate import stat_keys
+
+        for key, n in stat_keys(v, teacher):
+            self.stat_update(key, value=n)
 
     def _tokens(self, text: str) -> int:
         tok = getattr(self._engine, "tokenizer", None)
@@ -321,7 +351,8 @@ class GenerateStep(LLMStep):
                 self.stat_update("dropped")
                 self.stat_update(f"dropped_{reason}")
                 if self.failures is not None:
-                    new.metadata.update(filter_reason=reason, raw_reply=raw)
+                    new.metadata.update(filter_reason=reason, raw_reply=raw,
+                                        error_detail=new.metadata.pop("gate_detail", None))
                     self.failures.write(new, rank=self._rank)
                 continue
             if new.metadata["finish_reason"] == "length":

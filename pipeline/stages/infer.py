@@ -55,9 +55,30 @@ def messages_of(doc: Document, system_key: str, messages_key: str) -> list[dict]
 class InferStep(LLMStep):
     name = "🤖 infer"
 
-    def __init__(self, llm, run_seed, output, infer_cfg, failures=None, threads=None):
+    def __init__(self, llm, run_seed, output, infer_cfg, failures=None, threads=None, gate_cfg=None):
         super().__init__(llm, run_seed, output, failures, threads)
         self.infer = infer_cfg
+        self.gate_cfg = gate_cfg if infer_cfg.quality_gate else None
+        self._gate = None
+
+    def _passes(self, doc: Document, raw: str) -> bool:
+        """infer.quality_gate: the reply through the quality gate; a failure goes to removed/."""
+        from pipeline.gate import QualityGate, stat_keys
+
+        if self._gate is None:
+            self._gate = QualityGate(self.gate_cfg)
+        v = self._gate.check(raw, echo_source=doc.metadata.get("prompt"), finish_reason=doc.metadata["finish_reason"])
+        for key, n in stat_keys(v):
+            self.stat_update(key, value=n)
+        doc.text = v.text
+        if v.passed:
+            return True
+        self.stat_update("dropped")
+        self.stat_update(f"dropped_{v.reason}")
+        if self.failures is not None:
+            doc.metadata.update(filter_reason=v.reason, error_detail=v.detail(), raw_reply=raw)
+            self.failures.write(doc, rank=self._rank)
+        return False
 
     def request_for(self, doc: Document) -> Request:
         msgs = messages_of(doc, self.infer.system_key, self.infer.messages_key)
@@ -79,7 +100,9 @@ class InferStep(LLMStep):
         for k, out in enumerate(res.outputs):
             meta = dict(doc.metadata, finish_reason=out.finish_reason, completion_tokens=out.completion_tokens,
                         sample_index=k, parsed=json.dumps(out.parsed) if out.parsed is not None else None)
-            docs.append(Document(text=out.text, id=doc.id if len(res.outputs) == 1 else f"{doc.id}#{k}", metadata=meta))
+            new = Document(text=out.text, id=doc.id if len(res.outputs) == 1 else f"{doc.id}#{k}", metadata=meta)
+            if self.gate_cfg is None or self._passes(new, out.text):
+                docs.append(new)
         return docs
 
     def failed(self, doc: Document, res: Result) -> Document:
@@ -93,6 +116,6 @@ def build(ctx: StageContext) -> list:
     failures = ctx.writer("removed", "failures", REMOVED_FIELDS) if cfg.infer.keep_failures else None
     return [
         ctx.task_start(), ctx.reader(), ctx.progress(),
-        InferStep(cfg.llm, cfg.run.seed, str(ctx.output), cfg.infer, failures, cpu_threads(cfg)),
+        InferStep(cfg.llm, cfg.run.seed, str(ctx.output), cfg.infer, failures, cpu_threads(cfg), cfg.quality_gate),
         ctx.writer("data", "main", STAGE_FIELDS),
     ]

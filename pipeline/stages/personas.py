@@ -108,6 +108,10 @@ def build_personas(cfg: Config, texts: list[str], ids: list[str], engine, encode
     pool, skipped = list(from_file[0]), from_file[1]
     rng = random.Random(seed + 1)
     failed = 0
+    from pipeline.gate import QualityGate
+
+    gate = QualityGate(cfg.quality_gate)
+    gated_out: dict[str, int] = {}
 
     def ask(items: list[tuple[str, str, str]]) -> int:
         """(request id, prompt, origin) -> usable personas appended to the pool; returns the unusable count."""
@@ -116,6 +120,11 @@ def build_personas(cfg: Config, texts: list[str], ids: list[str], engine, encode
         bad = 0
         for (_, _, origin), r in zip(items, engine.generate(reqs)):
             p = _clean(r.text, pc.min_chars, pc.max_chars) if not r.error else None
+            if p and gate.enabled:  # a persona in homoglyph gibberish or looping is no persona
+                v = gate.check(p, kind="short")
+                if not v.passed:
+                    gated_out[v.reasons[0]] = gated_out.get(v.reasons[0], 0) + 1
+                    p = None
             if p:
                 pool.append({"persona": p, "source": origin})
             else:
@@ -134,7 +143,7 @@ def build_personas(cfg: Config, texts: list[str], ids: list[str], engine, encode
     stats = {"from_file": sum(p["source"].startswith("file:") for p in pool), "skipped_bad_rows": skipped,
              "from_seeds": sum(p["source"].startswith("seed:") for p in pool),
              "expanded": sum(p["source"].startswith("expand:") for p in pool),
-             "llm_unusable": failed, "near_duplicates_removed": dups, "kept": len(kept)}
+             "llm_unusable": failed, "gate_failed": gated_out, "near_duplicates_removed": dups, "kept": len(kept)}
     return kept, stats
 
 

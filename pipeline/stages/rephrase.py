@@ -56,6 +56,8 @@ REPHRASE_FIELDS = [
     pa.field("completion_tokens", pa.int32()),
     pa.field("text_tokens", pa.int32()),
     pa.field("finish_reason", pa.string()),
+    pa.field("gate", pa.string()),  # JSON: the quality gate's measurements of the reply (pipeline/gate.py)
+    pa.field("trimmed_at_max_tokens", pa.bool_()),
 ]
 REMOVED_FIELDS = REPHRASE_FIELDS + [
     pa.field("filter_reason", pa.string()),
@@ -237,6 +239,32 @@ class RephraseStep(LLMStep):
         self.styles = load_styles(cfg)
         self._count = None
         self._encoder = None
+        self._gate = None
+        self._instructions: dict[str, str] = {}
+
+    def _gated(self, row: Document, style: Style, generated: str, finish: str | None, raw: str):
+        """The quality gate on the generated part; (text to keep, or None when it failed). Copying the
+        source is the task here, so only a copy of the instructions counts as an echo."""
+        if self._gate is None:
+            from pipeline.gate import QualityGate
+
+            self._gate = QualityGate(self.cfg.quality_gate)
+        if not self._gate.enabled:
+            return generated
+        if style.name not in self._instructions:
+            t = template("rephrase", style.template, self.r.prompts_dir).render(text="", prefix=style.prefix)
+            self._instructions[style.name] = f"{style.system}\n{t}"
+        from pipeline.gate import stat_keys
+
+        v = self._gate.check(generated, echo_source=self._instructions[style.name], finish_reason=finish)
+        for key, n in stat_keys(v):
+            self.stat_update(key, value=n)
+        row.metadata.update(gate=json.dumps({"passed": v.passed, "failed": v.reasons, **v.metrics}),
+                            trimmed_at_max_tokens=v.trimmed)
+        if not v.passed:
+            self._drop(row, v.reason, v.detail(), raw)
+            return None
+        return v.text
 
     def _counter(self, engine):
         if self._count is None:
@@ -394,6 +422,15 @@ class RephraseStep(LLMStep):
                 generated = format_pairs(pairs)
                 text = f"{row.metadata['source_chunk']}\n\n{generated}" if style.append_to_source else generated
                 row.metadata["qa_pairs"] = len(pairs)
+            finish = res.outputs[0].finish_reason
+            if style.qa and finish == "length":
+                finish = "stop"  # the unfinished last pair is already left out by qa_pairs
+            gated = self._gated(row, style, generated, finish, raw)
+            if gated is None:
+                continue
+            if gated != generated:  # trimmed back to its last full sentence
+                text = gated if not style.qa else text
+                generated = gated
             row.text = text
             row.metadata["text_tokens"] = count([text])[0]
             if count([generated])[0] < self.r.min_tokens:

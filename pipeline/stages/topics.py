@@ -156,6 +156,11 @@ def build_topics(cfg: Config, texts: list[str], ids: list[str], engine, encoder,
     label_reqs = [Request(f"topic-label-{c}", [{"role": "user", "content": label_t.render(extracts=extracts[c], keywords=words[c])}],
                           sampling_for(cfg.llm, f"topic-label-{c}", seed, **greedy)) for c in range(k)]
     labels = {c: (_clean_label(r.text) if not r.error else None) for c, r in enumerate(engine.generate(label_reqs))}
+    from pipeline.gate import QualityGate
+
+    gate = QualityGate(cfg.quality_gate)
+    if gate.enabled:  # a label in mixed scripts or looping is not a name: the cluster picks among its keywords
+        labels = {c: (lab if lab and gate.check(lab, kind="short").passed else None) for c, lab in labels.items()}
     method = {c: "free" for c in range(k) if labels[c]}
     # a cluster the LLM could not name freely: it picks among the cluster's distinctive words
     # (choice-constrained, so a small model's answer is still its own decision, not a default)
