@@ -25,6 +25,7 @@ class Labelled:
     labels: np.ndarray  # float32
     rows_read: int
     duplicates_merged: int  # rows folded into an earlier copy of the same text
+    empty_skipped: int  # rows whose text is empty or blank (counted, not trained on)
     conflicting: int  # distinct texts whose copies carried different labels
     files: list[str]
 
@@ -85,12 +86,15 @@ def load_labelled(source: str, text_column: str = "text", label_column: str = "s
             raise UserError(f"{f}: text column {text_column!r} is not a string at row {int(np.argmax(bad_text)) + 1}")
         frames.append(pd.DataFrame({"text": texts.to_numpy(), "label": col.astype("float32").to_numpy()}))
     data = pd.concat(frames, ignore_index=True)
+    total = len(data)
     data = data[data.text.str.strip().str.len() > 0]
+    empty = total - len(data)
     if data.empty:
         raise UserError(f"{source}: no labelled texts")
     data["key"] = [hashlib.sha1(" ".join(t.split()).encode()).hexdigest() for t in data.text]
     groups = data.groupby("key", sort=False)
     merged = groups.agg(text=("text", "first"), label=("label", "mean"), n=("label", "size"), distinct=("label", "nunique"))
-    return Labelled(texts=merged.text.tolist(), labels=merged.label.to_numpy(np.float32), rows_read=len(data),
+    return Labelled(texts=merged.text.tolist(), labels=merged.label.to_numpy(np.float32), rows_read=total,
+                    empty_skipped=empty,
                     duplicates_merged=int(len(data) - len(merged)), conflicting=int((merged.distinct > 1).sum()),
                     files=[str(f) for f in files])

@@ -333,7 +333,12 @@ def train_classifier(cfg: ClassifierConfig, source: str, output: str | Path, for
                 "Use --force to retrain it.")
         return done
     tr, va, te, strat = split(labels, task, cfg)
-    printer(f"train-classifier: {data.rows_read:,} rows -> {len(data.texts):,} distinct texts "
+    if len(tr) < cfg.min_train_examples:
+        raise UserError(f"{source}: {len(labels)} labelled rows leave {len(tr)} training examples after the validation "
+                        f"and test splits; a classifier needs at least classifier.min_train_examples="
+                        f"{cfg.min_train_examples} (label more data, or lower it knowingly)")
+    printer(f"train-classifier: {data.rows_read:,} rows ({data.empty_skipped:,} with empty text skipped) -> "
+            f"{len(data.texts):,} distinct texts "
             f"({data.duplicates_merged:,} duplicates merged, {data.conflicting} with differing labels); "
             f"{task}; split {len(tr):,} / {len(va):,} / {len(te):,} (train / validation / test)")
     tmp = _prepare_output(output, force)
@@ -405,7 +410,8 @@ def train_classifier(cfg: ClassifierConfig, source: str, output: str | Path, for
                              "recall": uncal_eval["recall"], "validation_binary_f1": uncal["binary_f1"]},
             "validation": report["validation"], "test": report.get("test"),
             "n_train": int(len(tr)), "n_validation": int(len(va)), "n_test": int(len(te)), "stratified_by": strat,
-            "seed": cfg.seed, "rows_read": data.rows_read, "duplicates_merged": data.duplicates_merged,
+            "seed": cfg.seed, "rows_read": data.rows_read, "empty_text_skipped": data.empty_skipped,
+            "duplicates_merged": data.duplicates_merged,
             "conflicting_labels": data.conflicting, "source": source, "training": history,
             "train_time_s": round(time.time() - t_start, 1),
         }

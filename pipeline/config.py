@@ -673,6 +673,7 @@ class ClassifierConfig(Strict):
     dropout: float = Field(default=0.1, ge=0, lt=1)
     threshold: float = 3  # labels >= threshold are the positive class of the binary metrics (0.5 for binary)
     calibrate: bool = True  # choose the decision cut on validation data, mapped onto the threshold
+    min_train_examples: int = Field(default=20, ge=2)  # fewer training examples after the split is an error
     test_size: float = Field(default=0.1, ge=0, lt=1)  # held out, never seen in training or calibration
     validation_size: float = Field(default=0.1, gt=0, lt=1)  # of the rest: early stopping + calibration
     seed: int = 42
@@ -983,9 +984,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{origin}:{mark.line + 1}" if mark else origin
-        raise UserError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+        mark, ctx = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
+        last = max(1, len(text.splitlines()))
+        line = min(mark.line + 1, last) if mark else None  # a problem found at the end of the stream is on the last line
+        where = f"{origin}:{line}" if line else origin
+        began = (f" ({e.context} at line {ctx.line + 1})" if ctx is not None and getattr(e, "context", None)
+                 and ctx.line + 1 != line else "")
+        raise UserError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}{began}") from None
     if not isinstance(data, dict):
         raise UserError(f"{origin}: the top level must be a mapping of sections (run, input, executor, ...)")
     data = copy.deepcopy(data)

@@ -145,6 +145,16 @@ def trim_to_sentence(text: str) -> str:
     return text[:max(cut, 0)].rstrip()
 
 
+_BLANKS = re.compile(r"\n{3,}")
+
+
+def tidy(text: str) -> str:
+    """What the seeds' normaliser does to web text, done to a reply before it is judged and kept:
+    no trailing spaces on a line ("end. " would read as a line without terminal punctuation to the
+    FineWeb filter), at most one blank line in a row."""
+    return _BLANKS.sub("\n\n", "\n".join(line.rstrip() for line in text.strip().splitlines()))
+
+
 def ends_mid_sentence(text: str) -> bool:
     t = text.rstrip()
     return bool(t) and not _SENT_END.search(t[-4:] if len(t) >= 4 else t) and not t.endswith(("```", ":"))
@@ -188,6 +198,7 @@ class QualityGate:
 
         t0 = time.perf_counter()
         c = self.cfg
+        text = tidy(text)
         v = Verdict(True, text=text)
         raw = text
         m = v.metrics

@@ -53,6 +53,9 @@ def test_missing_and_invalid_yaml(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(UserError, match=r"c.yaml:\d+: invalid YAML"):
         load_config(write(tmp_path, "run:\n  output: x\n  bad: [1, 2\nexecutor: {}\n"))
+    # an unclosed list on the last line: the error names that line, not the one after the file's end
+    with pytest.raises(UserError, match=r"c.yaml:3: invalid YAML"):
+        load_config(write(tmp_path, "run:\n  output: x\n  seed: [1, 2\n"))
 
 
 def test_resolved_config_round_trips():

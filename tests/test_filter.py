@@ -162,6 +162,16 @@ def test_single_class_training_set_is_a_clear_error(tmp_path):
     assert r.returncode == 2 and "single-class training set" in r.stderr
 
 
+def test_too_few_training_examples_is_a_clear_error(tmp_path):
+    """Before: train-classifier on 3 rows trained on 1 example and exited 0."""
+    f = tmp_path / "labels.jsonl"
+    f.write_text("".join(json.dumps({"text": f"page {i} about a subject of its own", "score": s}) + "\n"
+                         for i, s in enumerate([0, 4, 5])))
+    r = synthweb("train-classifier", "--input", str(f), "--output", str(tmp_path / "c"))
+    assert r.returncode == 2 and "training examples" in r.stderr and "min_train_examples" in r.stderr, r.stderr
+    assert not (tmp_path / "c").exists()
+
+
 def test_missing_label_column_names_the_columns(tmp_path):
     f = tmp_path / "labels.jsonl"
     f.write_text(json.dumps({"text": "a page", "quality": 2}) + "\n")

@@ -28,7 +28,7 @@ def test_two_runs_into_one_folder_at_once(tmp_path):
     """Before: both exited 0 and the folder was marked complete with 25 of 102 kept ids."""
     args = ["seeds", "--input", str(need(CC_SAMPLE)), "--output", str(tmp_path / "o"), *FAST]
     a, b = _popen(*args), _popen(*args)
-    (out_a, err_a), (out_b, err_b) = a.communicate(timeout=600), b.communicate(timeout=600)
+    (_, err_a), (_, err_b) = a.communicate(timeout=600), b.communicate(timeout=600)
     codes = sorted([a.returncode, b.returncode])
     assert codes == [0, 2], (err_a[-2000:], err_b[-2000:])
     refused = err_a if a.returncode == 2 else err_b
@@ -152,3 +152,34 @@ def test_sigterm_stops_like_ctrl_c(tmp_path):
     assert lock.exists() and not lock.read_text().strip()  # released: the holder's record is cleared
     r = synthweb(*args)
     assert r.returncode == 0, r.stderr
+
+
+def test_the_request_cache_keys_on_the_model_weights_not_its_name(tmp_path):
+    """Before: the key held the model's name, so a shared cache served an older model's answers."""
+    from pipeline.llm.models import model_identity
+    from pipeline.llm.types import Request
+
+    m = tmp_path / "my-model"
+    m.mkdir()
+    (m / "config.json").write_text('{"model_type": "llama", "hidden_size": 8}')
+    (m / "model.safetensors").write_bytes(b"\x00" * 1000)
+    first = model_identity(str(m))
+    assert first == model_identity(str(m)) and first.startswith(str(m) + "#")
+    (m / "model.safetensors").write_bytes(b"\x01" * 1000)  # retrained in place, same name, same size
+    second = model_identity(str(m))
+    assert second != first
+    req = Request("r", [{"role": "user", "content": "hi"}])
+    assert req.cache_key(first) != req.cache_key(second)
+    assert model_identity("someone/some-model-not-cached") == "someone/some-model-not-cached"
+
+
+def test_empty_files_skipped_are_counted(tmp_path):
+    """Before: 0-byte files under on_bad_record: skip were left out uncounted."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jsonl").write_text("".join(json.dumps(p) + "\n" for p in real_pages(10, 1500)))
+    (src / "b.jsonl").write_text("")
+    r = synthweb("seeds", "--input", str(src), "--output", str(tmp_path / "o"), *FAST, "--set", "input.on_bad_record=skip")
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "o" / "stats.json").read_text())
+    assert s["skipped_bad_records"] == {"empty_file": 1} and s["records_in"] == 10

@@ -203,3 +203,22 @@ def test_routing_with_an_unmapped_bucket_is_an_error(tmp_path):
     r = synthweb("rephrase", *NO_GATE, "--input", str(tmp_path), "--output", str(tmp_path / "o"),
                  "--set", "rephrase.routing={low: [wrap_medium], medium_low: [wrap_medium], medium: [], high: [distill]}")
     assert r.returncode == 2 and "leaves quality bucket 'medium_high' unmapped" in r.stderr
+
+
+def test_a_page_routed_to_no_style_is_a_removal_not_a_loss(tmp_path):
+    """Before: with keep_actual off, a page whose routing maps to [] vanished (in neither data/ nor removed/)."""
+    pages = [p for p in scored_pages(2, 800) if p["int_score"] in (0, 5)]
+    src = tmp_path / "pages.jsonl"
+    src.write_text("".join(json.dumps(p) + "\n" for p in pages))
+    out = tmp_path / "o"
+    r = synthweb("rephrase", *NO_GATE, "--input", str(src), "--output", str(out), "--no-progress",
+                 "--set", "executor.tasks=1", "--set", "rephrase.keep_actual=false", "--set", "rephrase.limit=null",
+                 "--set", "rephrase.routing={0: [], 1: [], 2: [], 3: [], 4: [], 5: [wrap_medium]}",
+                 "--set", "rephrase.budgets={wrap_medium: {input_tokens: 120, max_tokens: 24}}",
+                 "--set", "rephrase.max_chunks_per_doc=1", "--set", "rephrase.min_tokens=1", "--set", "rephrase.min_similarity=-1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    removed = read_rows(out / "removed")
+    gone = {x["source_id"] for x in removed if x["filter_reason"] == "routed_to_no_style"}
+    assert gone == {p["id"] for p in pages if p["int_score"] == 0}
+    kept = {x["source_id"] for x in read_rows(out / "data")}
+    assert kept | {x["source_id"] for x in removed} == {p["id"] for p in pages}

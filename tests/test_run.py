@@ -26,6 +26,7 @@ def run_args(out: Path) -> list[str]:
             # the 135M annotator says 1 or 2 for nearly every page: a threshold of 2 leaves both sides
             *s("annotate.limit", 16), *s("annotate.max_tokens", 24), *s("annotate.max_chars", 600),
             *s("classifier.windows", 1), *s("classifier.threshold", 2), *s("filter.threshold", 2),
+            *s("classifier.min_train_examples", 8),
             *s("generate.num_prompts", 4), *s("generate.max_tokens", 48), *s("generate.min_tokens", 5),
             *s("generate.topics.sample_size", 30), *s("generate.topics.max_clusters", 4),
             *s("generate.personas.from_seeds", 2),
@@ -89,7 +90,7 @@ def test_multi_teacher_rows_name_their_teacher(full_run):
     out, _ = full_run
     rows = read_rows(out / "generate" / "data")
     assert rows
-    teachers = {"smol-t0.3", "smol-t1.0"}
+    teachers = {"smol-a", "smol-b"}
     for row in rows:
         scores = json.loads(row["teacher_scores"])
         assert row["teacher"] in teachers and row["teacher"] in scores and set(scores) <= teachers
@@ -98,7 +99,7 @@ def test_multi_teacher_rows_name_their_teacher(full_run):
             assert scores[row["teacher"]] == 1.0 and sum(scores.values()) == 1.0
         else:  # the other teacher's answer was too short: kept without a verdict
             assert scores == {row["teacher"]: None}
-        assert json.loads(row["sampling"])["temperature"] == {"smol-t0.3": 0.3, "smol-t1.0": 1.0}[row["teacher"]]
+        assert json.loads(row["sampling"])["temperature"] == {"smol-a": 0.6, "smol-b": 0.8}[row["teacher"]]
     w = load_stats(out / "generate")["teachers"]
     assert w["prompts"] == len(rows) and sum(v["won"] for v in w["by_teacher"].values()) == len(rows)
     judged = [r for r in rows if None not in json.loads(r["teacher_scores"]).values()]
@@ -129,7 +130,7 @@ def test_report_renders_in_a_real_browser(full_run, tmp_path):
     page = out / "report.html"
     text = page.read_text()
     for title in ("Funnel", "Scores", "Topics, audiences, formats", "Teachers", "Lengths", "Deduplication",
-                  "Contamination", "Synthetic-text audit", "Throughput and cost", "Training curves"):
+                  "Contamination", "Synthetic-text audit", "Sample rows", "Throughput and cost", "Training curves"):
         assert f">{title}<" in text, title
     assert "http://" not in text.replace("http://www.w3.org", "") and "https://" not in text  # self-contained
     view = tmp_path / "view" / "report.html"

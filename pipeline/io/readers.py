@@ -85,6 +85,7 @@ class InputPlan:
     root: str = ""
     total_hint: int | None = None
     notice: str | None = None  # one line to show the user (e.g. the offline fallback)
+    skipped: dict[str, int] = field(default_factory=dict)  # files left out under on_bad_record: skip, by reason
 
 
 def plan_input(cfg: InputConfig, text_key_setting: str = "input.text_key") -> InputPlan:
@@ -124,16 +125,17 @@ def plan_input(cfg: InputConfig, text_key_setting: str = "input.text_key") -> In
         files = [f for f, k in found.items() if k == fmt]
     else:
         fmt = cfg.format
-    good = []
+    good, empty = [], 0
     for f in files:
         if os.path.getsize(f) == 0:
             if cfg.on_bad_record == "error":
                 raise UserError(f"{f}: empty file (0 bytes); remove it or set input.on_bad_record=skip")
+            empty += 1
             continue
         good.append(f)
     if not good:
         raise UserError(f"{src}: no readable {fmt} input (all files are empty)")
-    plan = InputPlan(fmt, src, good, root)
+    plan = InputPlan(fmt, src, good, root, skipped={"empty_file": empty} if empty else {})
     if fmt == "parquet":
         _check_parquet(plan, cfg, text_key_setting)
     if fmt == "html":

@@ -70,8 +70,15 @@ class Engine:
         _quiet_hf()
         self._load()
         self.metrics.load_s = time.monotonic() - t0
+        # the request cache keys on the model's identity (its weights), rows keep the configured name
+        self.model_identity = self._identity()
 
     # ------------------------------------------------------------------ backend hooks
+    def _identity(self) -> str:
+        from pipeline.llm.models import model_identity
+
+        return model_identity(self.cfg.model, self.cfg.model_cache_dir)
+
     def _default_gpus(self) -> int:
         return 1
 
@@ -121,7 +128,7 @@ class Engine:
         if not requests:
             return []
         results: list[Result | None] = [None] * len(requests)
-        keys = [r.cache_key(self.model_name) for r in requests]
+        keys = [r.cache_key(self.model_identity) for r in requests]
         hits = self.cache.get_many(sorted(set(keys))) if self.cache else {}
         todo: list[int] = []
         for i, req in enumerate(requests):

