@@ -97,6 +97,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_seeds.py
 	$(BIN)/python bench/bench_llm.py $(ARGS)
 	$(BIN)/python bench/bench_generate.py
+	$(BIN)/python bench/bench_gate.py
 	$(BIN)/python bench/bench_rephrase.py
 	$(BIN)/python bench/bench_dedup.py
 	$(BIN)/python bench/bench_classifier.py

@@ -395,6 +395,9 @@ class GenerateConfig(Strict):
     formats: dict[str, float] = {"textbook_narrative": 3, "textbook_academic": 2, "lecture_notes": 1,
                                  "blog_post": 1, "wikihow": 1, "story": 1, "qa": 1}
     min_tokens: int = Field(default=50, ge=0)  # shorter generations go to removed/ (too_short)
+    # multi-teacher: a prompt none of whose answers passed the quality gate is asked again (new seeds) this
+    # many times before it goes to removed/ (rejection sampling; the retries cost only failing prompts)
+    retries: int = Field(default=1, ge=0, le=5)
     on_length: Literal["keep", "drop"] = "keep"  # finish_reason == length: keep (flagged) or drop
     strip_openers: bool = True
     max_tokens: int = Field(default=1024, ge=16)  # overrides llm.sampling.max_tokens for generation
@@ -573,7 +576,7 @@ class EchoCheck(Strict):
     # talk about the prompt instead of doing the task ("The extract is a document that provides ...")
     phrases: list[str] = [r"\b(?:the|this|that|given|provided|above)\s+(?:web\s+)?(?:extract|excerpt)s?\b",
                           r"\bthe\s+(?:given|provided|above|following)\s+(?:text|passage|document|web\s*page|prompt)\b",
-                          r"\b(?:the|this)\s+(?:prompt|instructions?\s+(?:ask|say|tell)s?)\b"]
+                          r"\b(?:the|this|these|your)\s+(?:prompt|instructions?\s+(?:require|ask|say|tell|want)s?)\b"]
     opening_chars: int = Field(default=300, ge=0)  # a phrase here fails the reply
     max_phrase_hits: int = Field(default=1, ge=0)  # more phrases than this anywhere fail it
     ngram: int = Field(default=8, ge=2)

@@ -91,7 +91,8 @@ def test_generation_rows_carry_full_provenance(run):
     stats = load_stats(out)
     d = stats["diversity"]
     assert d["generations"] == len(rows) and sum(d["by_format"].values()) == len(rows)
-    assert 0 <= d["near_duplicate_rate"] <= 1 and 0 < d["top20_openings_share"] <= 1
+    assert 0 <= d["near_duplicate_rate"] <= 1
+    assert d["top20_openings_share"] is None and "300" in d["openings_note"]  # 40 texts: a top-20 share means nothing
     assert -1 <= d["mean_pairwise_similarity"] <= 1
     assert stats["prepare"]["topics"]["k"] >= 2 and stats["prepare"]["personas"]["from_file"] == 100
     assert "diversity:" in r.stdout and "topics from 48 seeds" in r.stdout
@@ -227,6 +228,7 @@ def test_persona_file_with_bad_rows(tmp_path):
 # ---------------------------------------------------------------- the quality gate on the main job's defaults
 
 
+@pytest.mark.timeout(2400)
 def test_default_generation_passes_the_gate(tmp_path):
     """The main job's defaults (both teachers, the judge, max_tokens) on 24 real FineWeb seeds with the
     real model: the gate's pass rate on the raw replies is printed and kept in stats.json; at least 90%
@@ -246,7 +248,10 @@ def test_default_generation_passes_the_gate(tmp_path):
     g = stats["quality_gate"]
     assert f"quality gate: {g['passed']} of {g['checked']} raw replies passed" in r.stdout
     cfg = load_config(out / "config.yaml")
-    assert g["checked"] == 24 * len(cfg.generate.teachers) and set(g["by_teacher"]) == {t["name"] for t in cfg.generate.teachers}
+    # every teacher answered every prompt; a prompt with no passing answer was asked once more (retries)
+    retried = sum(int(s.get("retried", 0)) for s in stats["steps"].values())
+    assert g["checked"] == (24 + retried) * len(cfg.generate.teachers)
+    assert set(g["by_teacher"]) == {t["name"] for t in cfg.generate.teachers}
     rows = read_rows(out / "data")
     removed = read_rows(out / "removed") if (out / "removed").exists() else []
     assert len(rows) + len(removed) == 24 and len({row["seed_id"] for row in rows}) >= 20, \
@@ -258,12 +263,15 @@ def test_default_generation_passes_the_gate(tmp_path):
     for row in rows:
         gate = json.loads(row["gate"])
         assert gate["passed"] and not gate["failed"]
-        rejected = json.loads(row["rejected_answers"] or "{}")
-        assert not set(rejected) & set(json.loads(row["teacher_scores"]))  # a rejected answer never met the judge
+        a = row["attempt"]  # the answers of this attempt were judged; a retry's rejections are named teacher/retryN
+        rejected = {k.split("/")[0] for k in json.loads(row["rejected_answers"] or "{}")
+                    if (k.endswith(f"/retry{a}") if a else "/" not in k)}
+        assert not rejected & set(json.loads(row["teacher_scores"]))  # a rejected answer never met the judge
         assert row["teacher"] not in rejected
     for x in removed:
         assert x["filter_reason"].startswith(("gate_", "too_short", "llm_")) and x["raw_reply"] is not None
         if x["filter_reason"].startswith("gate_"):
             assert x["filter_reason"].removeprefix("gate_") in x["error_detail"]
-    print(f"\ngate on the defaults: {g['passed']}/{g['checked']} raw replies passed, {len(rows)} of 24 prompts kept, "
+    print(f"\ngate on the defaults: {g['passed']}/{g['checked']} raw replies passed ({retried} prompts retried), "
+          f"{len(rows)} of 24 prompts kept, "
           f"{passing} of {len(rows)} kept rows pass Gopher; failures {g['failed_by_check']}")

@@ -53,6 +53,8 @@ def report(data_dir: Path, encoder=None, sample: int = 1000, seed: int = 0) -> d
         # a share of "the 20 most common openings" over a few dozen texts is 100% by construction
         "top20_openings_share": round(sum(c for _, c in top) / len(rows), 4) if len(rows) >= MIN_FOR_OPENINGS else None,
         "near_duplicate_rate": round(dups / len(picked), 4),
+        **({} if len(rows) >= MIN_FOR_OPENINGS else
+           {"openings_note": f"the top-20 openings share is not rated below {MIN_FOR_OPENINGS} texts (have {len(rows)})"}),
         "near_duplicate_sample": len(picked),
     }
     if encoder is not None and len(picked) >= 2:

@@ -54,6 +54,7 @@ GEN_FIELDS = [
     pa.field("teacher_scores", pa.string()),  # JSON {teacher: the judge's score of its answer}
     pa.field("judge", pa.string()),
     pa.field("rejected_answers", pa.string()),  # JSON {teacher: reason}: answers that never reached the judge
+    pa.field("attempt", pa.int16()),  # 0, or the retry whose answers were judged (generate.retries)
     pa.field("gate", pa.string()),  # JSON: the quality gate's measurements of the reply (pipeline/gate.py)
     pa.field("trimmed_at_max_tokens", pa.bool_()),  # cut at max_tokens, trimmed back to its last full sentence
 ]
@@ -219,17 +220,23 @@ class GenerateStep(LLMStep):
                      "history": meta.get("history"), "source": "synthweb/generate"}
                 yield Document(text=p["prompt"], id=f"{seed_id}/g{k}", metadata=m)
 
-    def request_for(self, doc: Document, teacher: tuple[str, LLMConfig] | None = None) -> Request:
+    def request_for(self, doc: Document, teacher: tuple[str, LLMConfig] | None = None, attempt: int = 0) -> Request:
+        return Request(self._rid(doc, teacher, attempt), [{"role": "user", "content": doc.metadata["prompt"]}],
+                       self._sampling(doc, teacher, attempt))
+
+    @staticmethod
+    def _rid(doc: Document, teacher, attempt: int = 0) -> str:
         rid = str(doc.id) if teacher is None else f"{doc.id}/teacher/{teacher[0]}"
-        return Request(rid, [{"role": "user", "content": doc.metadata["prompt"]}], self._sampling(doc, teacher))
+        return rid + (f"/retry{attempt}" if attempt else "")  # another id: another seed, another sample
 
-    def _sampling(self, doc: Document, teacher: tuple[str, LLMConfig] | None = None):
-        llm, rid = (self.llm, str(doc.id)) if teacher is None else (teacher[1], f"{doc.id}/teacher/{teacher[0]}")
-        return sampling_for(llm, rid, self.run_seed, max_tokens=self.cfg.generate.max_tokens)
+    def _sampling(self, doc: Document, teacher: tuple[str, LLMConfig] | None = None, attempt: int = 0):
+        llm = self.llm if teacher is None else teacher[1]
+        return sampling_for(llm, self._rid(doc, teacher, attempt), self.run_seed, max_tokens=self.cfg.generate.max_tokens)
 
-    def _common(self, doc: Document, res: Result, teacher: tuple[str, LLMConfig] | None = None) -> None:
+    def _common(self, doc: Document, res: Result, teacher: tuple[str, LLMConfig] | None = None, attempt: int = 0) -> None:
         doc.metadata.update(model=res.model, engine=res.engine, prompt_tokens=res.prompt_tokens,
-                            truncated_prompt=res.truncated, sampling=json.dumps(self._sampling(doc, teacher).as_dict()),
+                            truncated_prompt=res.truncated, attempt=attempt,
+                            sampling=json.dumps(self._sampling(doc, teacher, attempt).as_dict()),
                             completion_tokens=res.completion_tokens)
 
     # ------------------------------------------------------------------ multi-teacher
@@ -243,39 +250,54 @@ class GenerateStep(LLMStep):
             return
         if not hasattr(self, "_judge"):
             self._judge = Judge(self.cfg, lambda c: self._engine_for(engine, c, "judge"), self.run_seed)
-        per_teacher = []
-        for t in self.teachers:
-            eng = self._engine_for(engine, t[1], f"teacher-{t[0]}")
-            per_teacher.append(eng.generate([self.request_for(d, t) for d in docs]))
         pending = []  # (doc, [(teacher, candidate Document)])
-        for i, doc in enumerate(docs):
-            self.stat_update("requests")
-            cands, first_fail, rejected = [], None, {}
-            for t, results in zip(self.teachers, per_teacher):
-                res = results[i]
-                self.stat_update(f"requests_{t[0]}")
-                if res.cached:
-                    self.stat_update("cache_hits")
-                if res.error:
-                    self.stat_update(f"teacher_failed_{res.error}")
-                    first_fail = first_fail or (t, res, None, None)
-                    rejected[t[0]] = f"llm_{res.error}"
+        failed: dict[str, tuple] = {}  # doc id -> (first failure, rejected answers), kept across attempts
+        todo = docs
+        for attempt in range(self.cfg.generate.retries + 1):
+            if not todo:
+                break
+            if attempt:  # rejection sampling: a prompt with no passing answer is asked again, with new seeds
+                self.stat_update("retried", value=len(todo))
+            per_teacher = [self._engine_for(engine, t[1], f"teacher-{t[0]}").generate(
+                [self.request_for(d, t, attempt) for d in todo]) for t in self.teachers]
+            again = []
+            for i, doc in enumerate(todo):
+                if not attempt:
+                    self.stat_update("requests")
+                first_fail, rejected = failed.get(str(doc.id), (None, {}))
+                cands = []
+                for t, results in zip(self.teachers, per_teacher):
+                    res = results[i]
+                    self.stat_update(f"requests_{t[0]}")
+                    if res.cached:
+                        self.stat_update("cache_hits")
+                    if res.error:
+                        self.stat_update(f"teacher_failed_{res.error}")
+                        first_fail = first_fail or (t, res, None, None)
+                        rejected[t[0]] = f"llm_{res.error}"
+                        continue
+                    d = Document(text=doc.text, id=doc.id, metadata=dict(doc.metadata))
+                    self._common(d, res, t, attempt)
+                    for new, reason, raw in self._candidates(d, res, t[0]):
+                        if reason:  # failed the gate or the length checks: the judge never sees it
+                            self.stat_update(f"teacher_rejected_{reason}")
+                            first_fail = first_fail or (t, res, new, reason)
+                            rejected[t[0] + (f"/retry{attempt}" if attempt else "")] = reason
+                        else:
+                            new.metadata["teacher"] = t[0]
+                            cands.append((t[0], new))
+                if cands:
+                    if attempt:
+                        self.stat_update("rescued_by_retry")
+                    for _, c in cands:
+                        c.metadata["rejected_answers"] = json.dumps(rejected) if rejected else None
+                    pending.append((doc, cands))
                     continue
-                d = Document(text=doc.text, id=doc.id, metadata=dict(doc.metadata))
-                self._common(d, res, t)
-                for new, reason, raw in self._candidates(d, res, t[0]):
-                    if reason:  # failed the gate or the length checks: the judge never sees it
-                        self.stat_update(f"teacher_rejected_{reason}")
-                        first_fail = first_fail or (t, res, new, reason)
-                        rejected[t[0]] = reason
-                    else:
-                        new.metadata["teacher"] = t[0]
-                        cands.append((t[0], new))
-            if cands:
-                for _, c in cands:
-                    c.metadata["rejected_answers"] = json.dumps(rejected) if rejected else None
-                pending.append((doc, cands))
-                continue
+                failed[str(doc.id)] = (first_fail, rejected)
+                again.append(doc)
+            todo = again
+        for doc in todo:  # no passing answer after every attempt
+            first_fail, rejected = failed[str(doc.id)]
             self.stat_update("dropped")
             t, res, new, reason = first_fail
             reason = reason or f"llm_{res.error}"
