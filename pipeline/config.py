@@ -159,9 +159,9 @@ class FilterToggle(Strict):
     params: dict[str, Any] = {}
 
 
-class FiltersConfig(Strict):
-    min_chars: int = Field(default=1, ge=1)
-    max_chars: int = Field(default=1_000_000, ge=1)
+class WebFilters(Strict):
+    """datatrove's web-document filters, on/off with their parameters (checked against its signatures)."""
+
     gopher_repetition: FilterToggle = FilterToggle()
     gopher_quality: FilterToggle = FilterToggle()
     c4: FilterToggle = FilterToggle(params={"filter_no_terminal_punct": False})
@@ -172,6 +172,11 @@ class FiltersConfig(Strict):
     def _params(cls, v: FilterToggle, info) -> FilterToggle:
         _check_params(DATATROVE_FILTERS[info.field_name], v.params)
         return v
+
+
+class FiltersConfig(WebFilters):
+    min_chars: int = Field(default=1, ge=1)
+    max_chars: int = Field(default=1_000_000, ge=1)
 
     @model_validator(mode="after")
     def _bounds(self) -> "FiltersConfig":
@@ -533,19 +538,11 @@ class RephraseConfig(Strict):
         return v
 
 
-class GateFilters(Strict):
-    """The seeds' web-document filters (datatrove's, with their published defaults), on LLM replies."""
+class GateFilters(WebFilters):
+    """The seeds' web-document filters (datatrove's, with their published defaults), on LLM replies;
+    C4's curly-bracket rule is off (textbooks show code)."""
 
-    gopher_repetition: FilterToggle = FilterToggle()
-    gopher_quality: FilterToggle = FilterToggle()
     c4: FilterToggle = FilterToggle(params={"filter_no_terminal_punct": False, "filter_curly_bracket": False})
-    fineweb: FilterToggle = FilterToggle()
-
-    @field_validator("gopher_repetition", "gopher_quality", "c4", "fineweb")
-    @classmethod
-    def _params(cls, v: FilterToggle, info) -> FilterToggle:
-        _check_params(DATATROVE_FILTERS[info.field_name], v.params)
-        return v
 
 
 class LoopCheck(Strict):
