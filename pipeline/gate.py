@@ -68,7 +68,13 @@ def _script(ch: str) -> str:
     head = name.split(" ", 1)[0]
     if head in ("CJK", "HIRAGANA", "KATAKANA"):
         return "CJK"
-    return head
+    # letters of no alphabet of their own (MICRO SIGN in "5µm", ORDINAL INDICATORS, ...) mix with any
+    return head if head in _ALPHABETS else "COMMON"
+
+
+_ALPHABETS = {"LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "HEBREW", "ARABIC", "SYRIAC", "THAANA", "DEVANAGARI", "BENGALI",
+              "GURMUKHI", "GUJARATI", "ORIYA", "TAMIL", "TELUGU", "KANNADA", "MALAYALAM", "SINHALA", "THAI", "LAO",
+              "TIBETAN", "MYANMAR", "GEORGIAN", "HANGUL", "ETHIOPIC", "CHEROKEE", "KHMER", "MONGOLIAN", "CJK"}
 
 
 def script_stats(text: str, allowed: set[str]) -> tuple[int, int, float, list[str]]:
@@ -76,14 +82,14 @@ def script_stats(text: str, allowed: set[str]) -> tuple[int, int, float, list[st
     words = mixed = letters = other = 0
     examples: list[str] = []
     for w in _WORD.findall(text):
-        scripts = {_script(c) for c in w if c.isalpha()}
+        scripts = {_script(c) for c in w if c.isalpha()} - {"COMMON"}
         if not scripts:
             continue
         words += 1
         n = sum(1 for c in w if c.isalpha())
         letters += n
         if scripts - allowed:
-            other += sum(1 for c in w if c.isalpha() and _script(c) not in allowed)
+            other += sum(1 for c in w if c.isalpha() and _script(c) not in allowed | {"COMMON"})
         if len(scripts) > 1:
             mixed += 1
             if len(examples) < 3:

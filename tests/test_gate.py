@@ -139,6 +139,7 @@ def test_gate_trims_cut_replies_and_its_pieces(corpus):
     assert longest_loop("x y z a b c d e f g h".split(), 5, 2) == (0, 0, 0)
     assert script_stats("the cаt sat", {"LATIN"})[1] == 1  # a Cyrillic а inside 'cat'
     assert script_stats("Ελληνικά and English", {"LATIN", "GREEK"})[1] == 0
+    assert script_stats("a 5µm cell", {"LATIN"})[1:3] == (0, 0.0)  # the micro sign belongs to no alphabet
     short = gate.check("A retired nurse who volunteers at a community garden.", kind="short")
     assert short.passed  # a persona is not a document: the web filters do not judge it
 
