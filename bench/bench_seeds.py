@@ -65,7 +65,12 @@ def measure(cmd: list[str]) -> tuple[float, float]:
 def baseline(input_dir: str, output: str, tasks: int, workers: int) -> None:
     """datatrove alone: its reader, executor and writer around the same filters."""
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import ParquetWriter
 

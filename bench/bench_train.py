@@ -45,7 +45,12 @@ def main() -> None:
     from pipeline.config import TrainDataset, load_config
     from pipeline.train.data import TokenFiles
     from pipeline.train.loop import Trainer
-    from pipeline.train.model import build_model, device_peak_tflops, flops_per_token, llama_config
+    from pipeline.train.model import (
+        build_model,
+        device_peak_tflops,
+        flops_per_token,
+        llama_config,
+    )
     from pipeline.train.tokenize import tokenize
 
     cfg = load_config(None, [f"train.preset={args.preset}", f"train.seq_len={args.seq_len}",

@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from classifiers.data import Labelled, load_labelled
-from classifiers.model import ClassifierSpec, calibrate, decision_boundary, int_scores, make_head, save_spec
+from classifiers.model import (
+    ClassifierSpec,
+    calibrate,
+    decision_boundary,
+    int_scores,
+    make_head,
+    save_spec,
+)
 from pipeline.config import ClassifierConfig
 from pipeline.errors import UserError
 
@@ -206,7 +213,13 @@ def choose_cut(raw: np.ndarray, labels: np.ndarray, spec: ClassifierSpec) -> flo
 
 
 def evaluate(scores: np.ndarray, labels: np.ndarray, spec: ClassifierSpec) -> dict:
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_score,
+        recall_score,
+    )
 
     pred_int = int_scores(scores, spec)
     positive = 0.5 if spec.task == "binary" else spec.threshold

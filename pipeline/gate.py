@@ -138,7 +138,10 @@ def ngram_overlap(text: str, source: str, n: int) -> float:
 
 def top_ngram_share(words: list[str], text_len: int, n: int) -> float:
     """Gopher's top n-gram character fraction (datatrove's own helpers)."""
-    from datatrove.pipeline.filters.gopher_repetition_filter import find_top_duplicate, get_n_grams
+    from datatrove.pipeline.filters.gopher_repetition_filter import (
+        find_top_duplicate,
+        get_n_grams,
+    )
 
     grams = get_n_grams(words, n)
     return find_top_duplicate(grams) / text_len if grams and text_len else 0.0

@@ -7,7 +7,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import CC_SAMPLE, FAST, HTML, assert_no_partial_output, load_stats, need, synthweb
+from tests.conftest import (
+    CC_SAMPLE,
+    FAST,
+    HTML,
+    assert_no_partial_output,
+    load_stats,
+    need,
+    synthweb,
+)
 
 
 def good_lines(n=40):

@@ -15,7 +15,6 @@ import pytest
 
 from tests.conftest import REPO, read_rows, real_pages, synthweb
 
-
 ARGS = ("--set", "executor.tasks=2", "--set", "input.on_bad_record=skip", "--no-progress")
 
 

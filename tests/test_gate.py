@@ -19,7 +19,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import load_config
-from pipeline.gate import QualityGate, ends_mid_sentence, longest_loop, script_stats, trim_to_sentence
+from pipeline.gate import (
+    QualityGate,
+    ends_mid_sentence,
+    longest_loop,
+    script_stats,
+    trim_to_sentence,
+)
 from pipeline.stages.generate import PromptBuilder, extract_of
 from tests.conftest import CC_SAMPLE, need, real_pages, synthweb
 

@@ -16,7 +16,16 @@ from pipeline.errors import UserError
 from pipeline.prompts import PROMPTS_DIR, load_template
 from pipeline.stages.generate import PromptBuilder, extract_of
 from pipeline.stages.personas import read_persona_file
-from tests.conftest import LEGAL, NO_GATE, SHARED, load_stats, need, read_rows, real_pages, synthweb
+from tests.conftest import (
+    LEGAL,
+    NO_GATE,
+    SHARED,
+    load_stats,
+    need,
+    read_rows,
+    real_pages,
+    synthweb,
+)
 
 PERSONAS = SHARED / "personas" / "persona-hub-sample.jsonl"
 FIELDS = ["text", "prompt", "template", "seed_id", "seed_url", "seed_extract", "topic", "audience", "format",

@@ -11,7 +11,16 @@ import sys
 
 import pyarrow.parquet as pq
 
-from tests.conftest import CC_SAMPLE, FAST, REPO, SHARED, need, read_rows, real_pages, synthweb
+from tests.conftest import (
+    CC_SAMPLE,
+    FAST,
+    REPO,
+    SHARED,
+    need,
+    read_rows,
+    real_pages,
+    synthweb,
+)
 
 
 def _popen(*args: str) -> subprocess.Popen:

@@ -14,7 +14,14 @@ from pipeline.llm import structured
 from pipeline.llm.engine import make_engine, sampling_for
 from pipeline.llm.models import resolve_model
 from pipeline.llm.types import Request
-from tests.conftest import REPO, load_stats, read_rows, real_pages, synthweb, write_prompts
+from tests.conftest import (
+    REPO,
+    load_stats,
+    read_rows,
+    real_pages,
+    synthweb,
+    write_prompts,
+)
 
 SCHEMA = {"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]}
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import CC_SAMPLE, FAST, need, read_rows, synthweb
 
 

@@ -9,7 +9,13 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.stages.rephrase import Style, chunk_text, clean_reply, qa_pairs, token_counter
+from pipeline.stages.rephrase import (
+    Style,
+    chunk_text,
+    clean_reply,
+    qa_pairs,
+    token_counter,
+)
 from tests.conftest import LEGAL, NO_GATE, load_stats, need, read_rows, synthweb
 
 ROUTING = ("rephrase.routing={0: [wrap_easy], 1: [wrap_medium], 2: [wrap_hard, wrap_qa], 3: [diverse_qa], "

@@ -13,7 +13,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from conftest import LEGAL, REPO, SHARED, need, synthweb
 
 BENCH = SHARED / "benchmarks"

@@ -180,7 +180,7 @@ class ShardWriter(PipelineStep):
                 self._rank = rank
                 self._schema = build_schema(self.stage_fields)
         return
-        yield  # noqa: this step is terminal but must be a generator like every datatrove step
+        yield  # this step is terminal but must be a generator like every datatrove step
 
 
 def clean_task(output_dir: str, rank: int) -> None:

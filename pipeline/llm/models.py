@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pipeline.errors import UserError
 
+
 def cache_root(configured: str | None = None) -> Path:
     if configured:
         return Path(configured).expanduser()

@@ -14,7 +14,13 @@ import os
 import time
 
 from pipeline.errors import UserError
-from pipeline.llm.engine import Engine, PartialFailure, TokenizerMixin, continues, warn_once
+from pipeline.llm.engine import (
+    Engine,
+    PartialFailure,
+    TokenizerMixin,
+    continues,
+    warn_once,
+)
 from pipeline.llm.types import Output, Request, Result
 
 

@@ -137,7 +137,11 @@ def representatives(work: Path, tasks: int) -> dict[int, str]:
 
 def prepare(ctx: StageContext, printer=print) -> dict[int, str]:
     """Steps 1-3 (each a resumable datatrove run) and the representatives."""
-    from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupSignature
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupSignature,
+    )
 
     from pipeline.executor import build_executor
     from pipeline.io.readers import make_reader

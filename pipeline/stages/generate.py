@@ -153,10 +153,9 @@ class GenerateStep(LLMStep):
         self.output = output
 
     def _prepare_task(self) -> None:
+        from pipeline.gate import QualityGate
         from pipeline.stages.personas import load_personas
         from pipeline.stages.topics import TopicModel
-
-        from pipeline.gate import QualityGate
 
         out = Path(self.output)
         self.gate = QualityGate(self.cfg.quality_gate)
@@ -461,7 +460,11 @@ def _no_seeds(cfg: Config) -> UserError:
 def prepare(ctx: StageContext, printer=print) -> dict:
     """Topics and personas, built once per output folder (kept for the rerun and for the tasks)."""
     from pipeline.embed import Encoder
-    from pipeline.stages.personas import build_personas, personas_from_file, save_personas
+    from pipeline.stages.personas import (
+        build_personas,
+        personas_from_file,
+        save_personas,
+    )
     from pipeline.stages.topics import build_topics
 
     cfg, out = ctx.cfg, ctx.output

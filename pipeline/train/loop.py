@@ -21,7 +21,13 @@ from pathlib import Path
 from pipeline.errors import UserError
 from pipeline.train import evaluate as ev
 from pipeline.train.data import Mixture, PackedSource, TokenFiles, validation_batches
-from pipeline.train.model import build_model, count_params, device_peak_tflops, flops_per_token, llama_config
+from pipeline.train.model import (
+    build_model,
+    count_params,
+    device_peak_tflops,
+    flops_per_token,
+    llama_config,
+)
 from pipeline.train.tokenize import dataset_name, is_tokenized, load_tokenizer, tokenize
 
 # train settings that change what is trained (the rest - cadence, logging, cost - may change on resume)
@@ -131,7 +137,10 @@ class Trainer:
 
     def _save(self, step: int) -> None:
         import torch
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_state_dict,
+        )
 
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         model_sd, optim_sd = get_state_dict(self.model, self.optimizer, options=opts)
@@ -157,7 +166,10 @@ class Trainer:
 
     def _load(self, path: Path) -> int:
         import torch
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_state_dict,
+        )
 
         meta = json.loads((path / "meta.json").read_text())
         if meta["fingerprint"] != self.fp:
@@ -457,7 +469,10 @@ class Trainer:
         result["cost_usd"] = round(cost, 4)
         if cost > 0 and r["val_loss"] is not None and first_loss is not None:
             result["loss_drop_per_dollar"] = round((first_loss - r["val_loss"]) / cost, 4)
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+        )
 
         sd = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if self.rank == 0:  # a plain transformers folder: AutoModelForCausalLM.from_pretrained loads it

@@ -209,8 +209,8 @@ def tokenize(cfg, dataset, output: str | Path, force: bool = False) -> dict:
     from pipeline.config import InputConfig
     from pipeline.executor import build_executor
     from pipeline.io.readers import make_reader, plan_input
-    from pipeline.stages.base import _quiet_datatrove
     from pipeline.io.writer import _atomic_write_text
+    from pipeline.stages.base import _quiet_datatrove
 
     out = Path(output)
     t = cfg.tokenize
