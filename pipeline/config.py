@@ -657,8 +657,11 @@ class DecontaminateConfig(Strict):
 
     benchmarks: list[str] = []  # files, folders of them, or hf:NAME[:CONFIG]:SPLIT
     columns: list[str] = []  # text columns of files in another layout (joined), e.g. [question, answer]
-    ngram: int = Field(default=10, ge=3)  # word n-grams on normalised text
-    min_overlap: float = Field(default=0.5, gt=0, le=1)  # matched share of the item's characters to confirm
+    csv_columns: list[str] = []  # names of a headerless CSV's columns by position (default: header, or MMLU's layout)
+    ngram: int = Field(default=10, ge=3)  # word n-grams on normalised text (pass 1)
+    short_ngram: int = Field(default=4, ge=0)  # pass 2 for edited items when pass 1 confirms nothing (0: off)
+    max_gram_items: int = Field(default=8, ge=1)  # pass 2 ignores grams shared by more items (stock phrases)
+    min_overlap: float = Field(default=0.6, gt=0, le=1)  # share of the item's words matched in order, in runs of 2+
     min_item_words: int = Field(default=8, ge=1)  # shorter items are not indexed (too generic to judge)
     action: Literal["remove", "flag"] = "remove"
     examples: int = Field(default=5, ge=0)  # per benchmark, in report.json

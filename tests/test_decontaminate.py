@@ -98,3 +98,70 @@ def test_unknown_columns_name_what_was_found(tmp_path):
     docs.write_text(json.dumps({"id": "a", "text": "Some page text about arithmetic."}) + "\n")
     r = synthweb("decontaminate", "--input", str(docs), "--output", str(tmp_path / "o"), "--benchmarks", str(bad))
     assert r.returncode == 2 and "columns found: prompt_id, stem, solution" in r.stderr
+
+
+def test_planted_forms_on_every_shared_benchmark():
+    """Per form recall >= 0.95, precision >= 0.99, no hard negative removed (the index holds all 11 files)."""
+    from pipeline.config import DecontaminateConfig
+    from pipeline.stages.decontaminate import BenchmarkIndex
+    from tests.planting import FORMS, planted_corpus
+
+    d = DecontaminateConfig()
+    docs, truth = planted_corpus(per_form=100, negatives=200, clean=100, seed=11)
+    items = [it for f in benchmark_files([str(need(BENCH))]) for it in load_benchmark(f)]
+    index = BenchmarkIndex(items, d.ngram, d.min_item_words, d.short_ngram, d.max_gram_items)
+    removed = {doc["id"] for doc in docs if index.match(doc["text"], d.min_overlap)}
+    recall = {f: sum(i in removed for i, g in truth.items() if g == f) / sum(g == f for g in truth.values()) for f in FORMS}
+    assert all(r >= 0.95 for r in recall.values()), recall
+    assert not [i for i in removed if truth[i] == "negative"], "a page sharing one 6-word phrase with an item was removed"
+    assert sum(truth[i] in FORMS for i in removed) / len(removed) >= 0.99
+
+
+def test_hyphens_quotes_and_width_do_not_change_words():
+    from pipeline.stages.decontaminate import words_of
+
+    assert words_of("A well-known “result”—don’t ｍｉｓｓ it") == words_of("a wellknown \"result\" - dont miss it")
+    assert words_of("1990–1995") == ["1990", "1995"]
+
+
+def test_headerless_mmlu_csv_with_a_bom_maps_the_answer_letter_to_its_option(tmp_path):
+    rows = [json.loads(line) for line in (need(BENCH) / "arc_easy.jsonl").read_text().splitlines()[:50]]
+    rows = [r for r in rows if len(r["choices"]) == 4]
+    f = tmp_path / "mmlu_like.csv"
+    import csv as _csv
+
+    with open(f, "w", newline="", encoding="utf-8-sig") as out:  # the BOM Excel writes
+        w = _csv.writer(out)
+        for r in rows:
+            w.writerow([r["query"].removeprefix("Question: "), *r["choices"], "ABCD"[r["gold"]]])
+    items = load_benchmark(str(f))
+    assert len(items) == len(rows)
+    assert items[0].text == f"{rows[0]['query'].removeprefix('Question: ')} {rows[0]['choices'][rows[0]['gold']]}"
+    assert items[0].key == "1"  # line numbers count from 1 when there is no header
+
+    header = tmp_path / "with_header.csv"
+    header.write_text("\ufeffquestion,A,B,C,D,answer\nWhat melts ice fastest in winter?,salt,sand,gravel,snow,A\n",
+                      encoding="utf-8")
+    (item,) = load_benchmark(str(header))
+    assert item.text == "What melts ice fastest in winter? salt" and item.key == "2"
+
+    odd = tmp_path / "odd.csv"
+    odd.write_text("What melts ice fastest in winter?,salt is the answer\n")
+    with pytest.raises(UserError, match=r"odd.csv:1: the first row is neither a header.*csv_columns"):
+        load_benchmark(str(odd))
+    (item,) = load_benchmark(str(odd), csv_columns=["question", "answer"])
+    assert item.text == "What melts ice fastest in winter? salt is the answer"
+    short = tmp_path / "short.csv"
+    short.write_text("question,answer\nWhat melts ice?\n")
+    with pytest.raises(UserError, match=r"short.csv:2: 1 fields, expected 2"):
+        load_benchmark(str(short))
+
+
+def test_hub_layouts_map_answers_to_option_text():
+    from pipeline.stages.decontaminate import _item_text
+
+    arc = {"question": "Which gas do plants take in?", "choices": {"text": ["oxygen", "carbon dioxide"], "label": ["A", "B"]},
+           "answerKey": "B"}
+    mmlu = {"question": "Which gas do plants take in?", "subject": "biology", "choices": ["oxygen", "carbon dioxide"], "answer": 1}
+    for row in (arc, mmlu):
+        assert _item_text(row, [], "x") == "Which gas do plants take in? carbon dioxide"

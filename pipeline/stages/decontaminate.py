@@ -1,14 +1,15 @@
 """``synthweb decontaminate``: drop documents that contain benchmark items.
 
-Benchmark items are read from local files (JSONL, CSV, Parquet; the layouts of
-../shared/data/benchmarks and HellaSwag's 6-line text format load as they are; any other file by
-``decontaminate.columns``) or from Hugging Face datasets (``hf:NAME[:CONFIG]:SPLIT``). Each item is
-normalised (lowercase words, punctuation dropped) and indexed by its word n-grams (default 10; an item
-shorter than that by its whole text). A document sharing an n-gram with an item is a candidate; it is
-confirmed when the characters that match in order (difflib.SequenceMatcher) between the item and the
-document text around the hit cover at least ``min_overlap`` of the item. Confirmed documents go to
-``removed/`` naming the benchmark, the item and the overlap; ``report.json`` counts hits and unique
-items per benchmark, with examples.
+Benchmark items are read from local files (JSONL, CSV with or without a header, Parquet; the layouts of
+../shared/data/benchmarks, MMLU's and ARC's on the Hub, and HellaSwag's 6-line text format load as they
+are; any other file by ``decontaminate.columns``) or from Hugging Face datasets
+(``hf:NAME[:CONFIG]:SPLIT``). An item is its question with the gold answer's text (an answer letter is
+mapped to its option). Text is compared as lower-case words after NFKC folding, with hyphens and
+apostrophes inside words joined ("well-known" = "wellknown"), so a copy with its punctuation stripped
+reads the same. ``BenchmarkIndex`` finds candidates by 10-grams, then (for edited copies) by rarer
+4-grams, and confirms each by word alignment: one shared phrase is never enough. Confirmed documents go
+to ``removed/`` naming the benchmark, the item and the overlap; ``report.json`` counts hits and unique
+items per benchmark, with examples. bench/bench_decontaminate.py measures recall per form.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import difflib
 import gzip
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,13 +40,28 @@ DECONT_FIELDS = [
 REMOVED_FIELDS = DECONT_FIELDS + [pa.field("filter_reason", pa.string())]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+# a hyphen, soft hyphen or apostrophe inside a word joins it ("well-known" = "wellknown", "don't" = "dont"):
+# a copy with its punctuation deleted must read the same as the original
+_JOINER = re.compile(r"(?<=\w)[\-\u00ad\u2010\u2011'\u2019\u02bc`´](?=\w)")
+_PUNCT = re.compile(r"[^\w\s]+")
 _LABELS = re.compile(r"\b(?:Question|Answer|Passage|Context|Choices)\s*:", re.I)
-_LETTER = re.compile(r"^[A-Z]$")
+_LETTER = re.compile(r"^\s*\(?([A-Ja-j])\)?\s*$")
+_OPTION = re.compile(r"^\s*\(?([A-J])[.)]\s+(.+?)\s*$", re.M)
+_COLUMN_NAME = re.compile(r"[^\W\d][\w.-]{0,39}")
 KNOWN_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".csv", ".parquet", ".txt.bz2")
+_HEADER_WORDS = {"question", "query", "text", "prompt", "answer", "answerkey", "choices", "context", "label", "gold",
+                 "id", "subject", "input", "target", "options", "passage", "continuation"}
 
 
 def words_of(text: str) -> list[str]:
-    return [w.lower() for w in _WORD.findall(text)]
+    """Lower-case words after Unicode compatibility folding (NFKC: full-width forms, ligatures) and joining
+    hyphenated/apostrophised words; dashes, quotes and other punctuation separate words."""
+    return _WORD.findall(_JOINER.sub("", unicodedata.normalize("NFKC", text).lower()))
+
+
+def _squashed_words(text: str) -> list[str]:
+    """The words a copy with *every* punctuation mark deleted would have ("1990-1995" -> "19901995")."""
+    return _PUNCT.sub("", unicodedata.normalize("NFKC", text).lower()).split()
 
 
 @dataclass
@@ -57,8 +74,56 @@ class Item:
 # ------------------------------------------------------------------ loading
 
 
+def _letter_index(value, n: int) -> int | None:
+    """An answer given as a letter (A-J, "(B)"), a 0-based index or a digit string, as an index below n."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value < n else None
+    m = _LETTER.match(str(value))
+    if m:
+        i = ord(m.group(1).upper()) - 65
+        return i if i < n else None
+    return int(value) if str(value).strip().isdigit() and int(value) < n else None
+
+
+def question_parts(row: dict) -> tuple[str, list[str], int | None] | None:
+    """(question, options, gold index) of a multiple-choice row in a layout we know, else None.
+
+    Layouts: llm-foundry ``{query, choices, gold}`` (options inside the query as "A. ..." lines when
+    ``choices`` are letters), HF MMLU ``{question, choices, answer}``, HF ARC ``{question, choices: {text,
+    label}, answerKey}``, MMLU CSV ``{question, A, B, C, D, answer}``."""
+    if "query" in row:
+        q, choices, gold = str(row["query"]), row.get("choices") or [], row.get("gold")
+        if "context" in row and row["context"]:
+            q = f"{row['context']} {q}"
+        if choices and all(_LETTER.match(str(c)) for c in choices):  # options written inside the query
+            opts = dict(_OPTION.findall(q))
+            q = q.split("Choices:")[0] if "Choices:" in q else _OPTION.sub("", q)
+            choices = [opts.get(str(c).strip(), "") for c in choices]
+        return _LABELS.sub(" ", q).strip(), [str(c) for c in choices], _letter_index(gold, len(choices))
+    q = row.get("question")
+    if not isinstance(q, str):
+        return None
+    answer = row.get("answerKey", row.get("answer", row.get("label")))
+    choices = row.get("choices", row.get("options"))
+    if isinstance(choices, dict) and "text" in choices:  # HF ARC
+        labels = [str(x) for x in choices.get("label") or []]
+        texts = [str(x) for x in choices["text"]]
+        gold = labels.index(str(answer)) if str(answer) in labels else _letter_index(answer, len(texts))
+        return q, texts, gold
+    if isinstance(choices, (list, tuple)):
+        return q, [str(c) for c in choices], _letter_index(answer, len(choices))
+    lettered = [row[k] for k in "ABCDEFGHIJ" if k in row]
+    if lettered:
+        return q, [str(c) for c in lettered], _letter_index(answer, len(lettered))
+    if isinstance(answer, str) and not _LETTER.match(answer):
+        return q, [answer], 0  # a free-text answer
+    return q, [], None
+
+
 def _item_text(row: dict, columns: list[str], where: str) -> str:
-    """The text of one benchmark row: the question with its gold answer, by layout."""
+    """The text of one benchmark row: the question with its gold answer's text, by layout."""
     if columns:
         missing = [c for c in columns if c not in row]
         if missing:
@@ -66,17 +131,13 @@ def _item_text(row: dict, columns: list[str], where: str) -> str:
         return " ".join(str(row[c]) for c in columns if row[c] is not None)
     if "context_options" in row and "continuation" in row:  # winogrande
         return f"{row['context_options'][int(row['gold'])]} {row['continuation']}"
-    if "query" in row:
-        text = row["query"]
-        if "context" in row:
-            text = f"{row['context']} {text}"
-        choices, gold = row.get("choices"), row.get("gold")
-        if choices and gold is not None and not _LETTER.match(str(choices[int(gold)])):
-            text = f"{text} {choices[int(gold)]}"  # lettered choices are already inside the query
-        return _LABELS.sub(" ", text)
     if "context" in row and "continuation" in row:  # lambada
         return f"{row['context']} {row['continuation']}"
-    for col in ("question", "text", "prompt"):
+    parts = question_parts(row)
+    if parts is not None:
+        q, options, gold = parts
+        return f"{q} {options[gold]}".strip() if gold is not None else q
+    for col in ("text", "prompt"):
         if col in row and isinstance(row[col], str):
             return row[col]
     raise UserError(f"{where}: cannot tell which columns hold the benchmark text (columns found: "
@@ -84,7 +145,7 @@ def _item_text(row: dict, columns: list[str], where: str) -> str:
 
 
 def _hellaswag(path: Path) -> list[tuple[str, str]]:
-    lines = bz2.open(path, "rt", encoding="utf-8").read().splitlines()
+    lines = bz2.open(path, "rt", encoding="utf-8-sig").read().splitlines()
     if len(lines) % 6:
         raise UserError(f"{path}: expected 6 lines per item (context, gold index, 4 endings), got {len(lines)} lines")
     out = []
@@ -98,11 +159,43 @@ def _hellaswag(path: Path) -> list[tuple[str, str]]:
     return out
 
 
-def _rows(path: Path):
+def _csv_rows(path: Path, csv_columns: list[str], columns: list[str]):
+    """Rows of a CSV file as dicts. A header row is used when there is one; a headerless file takes
+    ``csv_columns`` by position, or the MMLU layout (question, options..., answer letter) when its rows
+    end in a letter. A UTF-8 byte-order mark is dropped (it would hide inside the first column's name)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        first = next(reader, None)
+        if first is None:
+            return
+        if csv_columns:
+            names, data = csv_columns, [first]
+        elif {c.strip().lower() for c in first} & (_HEADER_WORDS | {c.lower() for c in columns}):
+            names, data = [c.strip() for c in first], []
+        elif len(first) >= 3 and _LETTER.match(first[-1]):
+            names, data = ["question", *"ABCDEFGHIJ"[: len(first) - 2], "answer"], [first]
+        elif all(_COLUMN_NAME.fullmatch(c.strip()) for c in first):  # names, not sentences
+            names, data = [c.strip() for c in first], []
+        else:
+            raise UserError(f"{path}:1: the first row is neither a header (no column named question, text, answer...) "
+                            f"nor MMLU's layout (question, options, answer letter); name the columns by position "
+                            f"with decontaminate.csv_columns, e.g. [question, answer]")
+        n = 1 if data else 2
+        for row in [*data, *reader]:
+            if not any(c.strip() for c in row):
+                n += 1
+                continue
+            if len(row) != len(names):
+                raise UserError(f"{path}:{n}: {len(row)} fields, expected {len(names)} ({', '.join(names)})")
+            yield n, dict(zip(names, row))
+            n += 1
+
+
+def _rows(path: Path, csv_columns: list[str] = (), columns: list[str] = ()):
     name = path.name
     if name.endswith((".jsonl", ".jsonl.gz", ".json")):
         opener = gzip.open if name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
+        with opener(path, "rt", encoding="utf-8-sig") as f:
             for n, line in enumerate(f, 1):
                 if line.strip():
                     try:
@@ -110,9 +203,7 @@ def _rows(path: Path):
                     except json.JSONDecodeError as e:
                         raise UserError(f"{path}:{n}: not valid JSON ({e.msg})") from None
     elif name.endswith(".csv"):
-        with open(path, newline="", encoding="utf-8") as f:
-            for n, row in enumerate(csv.DictReader(f), 2):
-                yield n, row
+        yield from _csv_rows(path, list(csv_columns), list(columns))
     elif name.endswith(".parquet"):
         import pyarrow.parquet as pq
 
@@ -122,7 +213,7 @@ def _rows(path: Path):
         raise UserError(f"{path}: unknown benchmark format (known: {', '.join(KNOWN_SUFFIXES)})")
 
 
-def load_benchmark(spec: str, columns: list[str] | None = None) -> list[Item]:
+def load_benchmark(spec: str, columns: list[str] | None = None, csv_columns: list[str] | None = None) -> list[Item]:
     """Items of one benchmark file or ``hf:NAME[:CONFIG]:SPLIT`` dataset."""
     columns = columns or []
     if spec.startswith("hf:"):
@@ -140,7 +231,8 @@ def load_benchmark(spec: str, columns: list[str] | None = None) -> list[Item]:
     bench = path.name.split(".")[0]
     if path.name.endswith(".txt.bz2"):
         return [Item(bench, k, t) for k, t in _hellaswag(path)]
-    return [Item(bench, str(n), _item_text(row, columns, f"{path}:{n}")) for n, row in _rows(path)]
+    return [Item(bench, str(n), _item_text(row, columns, f"{path}:{n}"))
+            for n, row in _rows(path, csv_columns or [], columns)]
 
 
 def benchmark_files(specs: list[str]) -> list[str]:
@@ -161,42 +253,85 @@ def benchmark_files(specs: list[str]) -> list[str]:
 # ------------------------------------------------------------------ index and matching
 
 
+def matched_words(item: list[str], window: list[str], min_run: int = 2) -> int:
+    """How many of the item's words occur in order in the window, counting only runs of ``min_run``+
+    words: stray common words ("the", "of") shared by two texts never add up to a match."""
+    sm = difflib.SequenceMatcher(None, item, window, autojunk=False)
+    return sum(b.size for b in sm.get_matching_blocks() if b.size >= min_run)
+
+
 class BenchmarkIndex:
-    def __init__(self, items: list[Item], n: int, min_words: int):
-        self.n, self.items = n, []
-        self.grams: dict[str, list[int]] = {}
+    """Items indexed by word n-grams in two spellings (punctuation as a separator, and deleted).
+
+    Pass 1: an item sharing an ``n``-gram with the document is a candidate. Pass 2, only when pass 1
+    confirms nothing: the same with ``short_ngram``-grams, leaving out grams that occur in more than
+    ``max_gram_items`` items (stock phrases such as "which of the following is"), which catches items
+    with a word or two changed. Every candidate is confirmed by alignment (``matched_words``) against the
+    document's words around the hit: at least ``min_overlap`` of the item's words and at least
+    ``min_words`` words in all, so one shared phrase is never enough (6 words of an 8-word item are not)."""
+
+    def __init__(self, items: list[Item], n: int, min_words: int, short_ngram: int = 0, max_gram_items: int = 8):
+        self.n, self.items, self.min_words = n, [], min_words
+        self.grams: dict[int, list[int]] = {}
+        self.short: dict[int, list[int]] = {}
         self.lengths: set[int] = set()
+        self.short_n = short_ngram
         self.too_short = 0
         for it in items:
-            w = words_of(it.text)
-            if len(w) < min_words:
+            spellings = {tuple(words_of(it.text)), tuple(_squashed_words(it.text))}
+            if max(len(s) for s in spellings) < min_words:
                 self.too_short += 1
                 continue
             idx = len(self.items)
-            self.items.append((it, " ".join(w)))
-            k = min(n, len(w))
-            self.lengths.add(k)
+            self.items.append((it, [list(s) for s in spellings]))
+            for w in spellings:
+                k = min(n, len(w))
+                self.lengths.add(k)
+                for i in range(len(w) - k + 1):
+                    _post(self.grams, hash(w[i : i + k]), idx)
+                if short_ngram and len(w) > short_ngram:
+                    for i in range(len(w) - short_ngram + 1):
+                        _post(self.short, hash(w[i : i + short_ngram]), idx)
+        for g in [g for g, ids in self.short.items() if len(ids) > max_gram_items]:
+            del self.short[g]
+
+    def _candidates(self, w: list[str], grams: dict[int, list[int]], lengths, min_hits: int = 1) -> dict[int, int]:
+        """{item: position of its first hit} for items with ``min_hits``+ grams in the document."""
+        first: dict[int, int] = {}
+        hits: dict[int, int] = {}
+        for k in lengths:
             for i in range(len(w) - k + 1):
-                self.grams.setdefault(" ".join(w[i : i + k]), []).append(idx)
+                for idx in grams.get(hash(tuple(w[i : i + k])), ()):
+                    first.setdefault(idx, i)
+                    hits[idx] = hits.get(idx, 0) + 1
+        return first if min_hits <= 1 else {i: p for i, p in first.items() if hits[i] >= min_hits}
+
+    def _confirm(self, w: list[str], candidates: dict[int, int], min_overlap: float):
+        best = None
+        for idx, pos in candidates.items():
+            item, spellings = self.items[idx]
+            for norm in spellings:
+                span = len(norm)
+                window = w[max(0, pos - span) : pos + 4 * span]  # room for the options between question and answer
+                matched = matched_words(norm, window)
+                overlap = matched / span
+                if overlap >= min_overlap and matched >= self.min_words and (best is None or overlap > best[1]):
+                    best = (item, overlap)
+        return best
 
     def match(self, text: str, min_overlap: float) -> tuple[Item, float] | None:
         """The best confirmed item in ``text``, with its overlap, or None."""
         w = words_of(text)
-        candidates: dict[int, int] = {}
-        for k in self.lengths:
-            for i in range(len(w) - k + 1):
-                for idx in self.grams.get(" ".join(w[i : i + k]), ()):
-                    candidates.setdefault(idx, i)
-        best = None
-        for idx, pos in candidates.items():
-            item, norm = self.items[idx]
-            span = len(norm.split())
-            window = " ".join(w[max(0, pos - span) : pos + 2 * span])
-            sm = difflib.SequenceMatcher(None, norm, window, autojunk=False)
-            overlap = sum(b.size for b in sm.get_matching_blocks()) / max(1, len(norm))
-            if overlap >= min_overlap and (best is None or overlap > best[1]):
-                best = (item, overlap)
+        best = self._confirm(w, self._candidates(w, self.grams, self.lengths), min_overlap)
+        if best is None and self.short_n:
+            best = self._confirm(w, self._candidates(w, self.short, (self.short_n,), 2), min_overlap)
         return best
+
+
+def _post(index: dict[int, list[int]], key: int, idx: int) -> None:
+    ids = index.setdefault(key, [])
+    if not ids or ids[-1] != idx:
+        ids.append(idx)
 
 
 class DecontaminateStep(PipelineStep):
@@ -209,8 +344,8 @@ class DecontaminateStep(PipelineStep):
         self.files = benchmark_files(cfg.decontaminate.benchmarks)
 
     def run(self, data, rank: int = 0, world_size: int = 1):
-        items = [it for f in self.files for it in load_benchmark(f, self.d.columns)]
-        index = BenchmarkIndex(items, self.d.ngram, self.d.min_item_words)
+        items = [it for f in self.files for it in load_benchmark(f, self.d.columns, self.d.csv_columns)]
+        index = BenchmarkIndex(items, self.d.ngram, self.d.min_item_words, self.d.short_ngram, self.d.max_gram_items)
         if self.failures is not None:
             self.failures.__enter__()
         exc: tuple = (None, None, None)
@@ -265,7 +400,8 @@ def report(out: Path, cfg: Config) -> dict:
                                   "item_text": r["contamination_item_text"][:300]})
     for name, s in items.items():
         per[name]["unique_items"] = len(s)
-    return {"documents_hit": len(rows), "ngram": cfg.decontaminate.ngram, "min_overlap": cfg.decontaminate.min_overlap,
+    return {"documents_hit": len(rows), "ngram": cfg.decontaminate.ngram, "short_ngram": cfg.decontaminate.short_ngram,
+            "min_overlap": cfg.decontaminate.min_overlap,
             "benchmarks": per}
 
 
@@ -277,7 +413,7 @@ def build(ctx: StageContext) -> list:
         raise UserError("decontaminate needs benchmarks: --benchmarks FILE_OR_DIR (or decontaminate.benchmarks)")
     files = benchmark_files(cfg.decontaminate.benchmarks)
     for f in files:  # a bad file fails here, before the tasks start
-        load_benchmark(f, cfg.decontaminate.columns)
+        load_benchmark(f, cfg.decontaminate.columns, cfg.decontaminate.csv_columns)
     failures = ctx.writer("removed", "failures", REMOVED_FIELDS)
     return [ctx.task_start(), make_reader(ctx.plan, cfg.input), ctx.progress(),
             DecontaminateStep(cfg, failures), ctx.writer("data", "main", DECONT_FIELDS)]
