@@ -182,3 +182,45 @@ def test_semantic_dedup_catches_paraphrases_minhash_misses(tmp_path):
     r = synthweb("dedup", "--input", str(src), "--output", str(mh), *ARGS)
     assert r.returncode == 0 and not (set(x["id"] for x in read_rows(mh / "removed")) if (mh / "removed").exists() else set()) \
         & {f"{p['id']}-para" for p in pages[:10]}, "MinHash does not see these as near-duplicates"
+
+
+def test_a_changed_input_between_passes_is_an_error_not_a_wrong_drop(tmp_path):
+    """Pass 3 names documents by position as pass 1 read them: another id there stops the task."""
+    from datatrove.data import Document
+
+    from pipeline.errors import StageFailed
+    from pipeline.stages.dedup import DuplicateFilter, RecordIds, SameInput
+
+    docs = [Document(text=f"page {i}", id=f"d{i}") for i in range(4)]
+    list(RecordIds(str(tmp_path / "ids")).run(iter(docs)))
+    assert [d.id for d in SameInput(str(tmp_path / "ids")).run(iter(docs))] == ["d0", "d1", "d2", "d3"]
+    with pytest.raises(StageFailed, match=r"task 0 document 2 is 'd2', the first pass read 'd1' there"):
+        list(SameInput(str(tmp_path / "ids")).run(iter([docs[0], docs[2], docs[1], docs[3]])))
+    with pytest.raises(StageFailed, match=r"read 3 documents, the first pass 4"):
+        list(SameInput(str(tmp_path / "ids")).run(iter(docs[:3])))
+    (tmp_path / "dec").mkdir()
+    (tmp_path / "dec" / "000000.jsonl").write_text(json.dumps([1, "d1", "d0", "ab", 2]) + "\n")
+
+    class Removed:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def write(self, doc, rank=0):
+            self.doc = doc
+
+    with pytest.raises(StageFailed, match=r"document 2 is 'd2', the decision was made for 'd1'"):
+        list(DuplicateFilter(str(tmp_path / "dec"), Removed()).run(iter([docs[0], docs[2]])))
+
+
+def test_exact_and_semantic_dedup_refuse_slurm_in_one_line(tmp_path):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(json.dumps({"id": "a", "text": "One page of text."}) + "\n")
+    for method in ("exact", "semantic", "minhash"):
+        r = synthweb("dedup", "--input", str(docs), "--output", str(tmp_path / method), "--method", method,
+                     "--set", "executor.kind=slurm", "--set", "executor.slurm.partition=cpu")
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert f"dedup --method {method} runs its passes on the local or ray executor" in r.stderr
+        assert not (tmp_path / method / "_logs" / "state.json").exists()
