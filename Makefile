@@ -92,6 +92,7 @@ infer: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline classifiers tests bench
+	$(BIN)/lint-imports
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q $(ARGS)

@@ -29,9 +29,9 @@ class TextEncoder:
         import torch
         from sentence_transformers import SentenceTransformer
 
-        from pipeline.llm.engine import _quiet_hf
+        from pipeline.logs import quiet_hf
 
-        _quiet_hf()
+        quiet_hf()
         self.device = pick_device(device)
         try:
             self.st = SentenceTransformer(resolve_encoder(model), device=self.device)

@@ -70,7 +70,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     stats = run_stage("generate", cfg, generate.build, force=args.force, progress=not args.no_progress)
     if stats.get("complete") and "diversity" not in stats:
         from pipeline.embed import Encoder
-        from pipeline.io.writer import _atomic_write_text
+        from pipeline.io.writer import atomic_write_text
         from pipeline.stages.diversity import report
 
         out = Path(cfg.run.output)
@@ -79,12 +79,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         prep = out / "_logs" / "prepare.json"
         if prep.exists():
             stats["prepare"] = json.loads(prep.read_text())
-        _atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
+        atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
     if stats.get("complete") and cfg.generate.teachers and "teachers" not in stats:
         stats["teachers"] = generate.win_rates(Path(cfg.run.output) / "data")
-        from pipeline.io.writer import _atomic_write_text
+        from pipeline.io.writer import atomic_write_text
 
-        _atomic_write_text(Path(cfg.run.output) / "stats.json", json.dumps(stats, indent=2))
+        atomic_write_text(Path(cfg.run.output) / "stats.json", json.dumps(stats, indent=2))
     if stats.get("teachers"):
         t = stats["teachers"]
         print(f"teachers ({t['judge']}): judged {t['judged']} of {t['prompts']} prompts (the rest had one usable answer); "
@@ -108,7 +108,7 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from pipeline.io.writer import _atomic_write_text
+    from pipeline.io.writer import atomic_write_text
     from pipeline.stages import annotate
     from pipeline.stages.base import run_stage
 
@@ -117,7 +117,7 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
     out = Path(cfg.run.output)
     if stats.get("complete") and "annotation" not in stats:
         stats["annotation"] = annotate.annotation_report(out / "data")
-        _atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
+        atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
     a = stats.get("annotation", {})
     if a.get("annotated"):
         print(f"annotation: {a['annotated']} scored; int_score histogram {a['int_score_histogram']}")
@@ -141,14 +141,14 @@ def _audit_line(stats: dict, cfg) -> None:
     import json
     from pathlib import Path
 
-    from pipeline.io.writer import _atomic_write_text
+    from pipeline.io.writer import atomic_write_text
     from pipeline.stages import audit
 
     out = Path(cfg.run.output)
     if stats.get("complete") and stats.get("records_out") and "audit" not in stats:
         r = audit.audit(out / "data", cfg.audit, gate_cfg=cfg.quality_gate)
         stats["audit"] = {**r["overall"], "by_shard": r["by_shard"]}
-        _atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
+        atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
     if stats.get("audit", {}).get("documents"):
         print(audit.summary_line(stats["audit"]))
 
@@ -157,7 +157,7 @@ def _cmd_rephrase(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from pipeline.io.writer import _atomic_write_text
+    from pipeline.io.writer import atomic_write_text
     from pipeline.stages import rephrase
     from pipeline.stages.base import run_stage
 
@@ -171,7 +171,7 @@ def _cmd_rephrase(args: argparse.Namespace) -> int:
     out = Path(cfg.run.output)
     if stats.get("complete") and "rephrase" not in stats:
         stats["rephrase"] = rephrase.report(out / "data")
-        _atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
+        atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
     _gate_line(stats)
     _audit_line(stats, cfg)
     for style, m in stats.get("rephrase", {}).get("by_style", {}).items():
@@ -202,7 +202,7 @@ def _cmd_decontaminate(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from pipeline.io.writer import _atomic_write_text
+    from pipeline.io.writer import atomic_write_text
     from pipeline.stages import decontaminate
     from pipeline.stages.base import run_stage
 
@@ -213,7 +213,7 @@ def _cmd_decontaminate(args: argparse.Namespace) -> int:
     out = Path(cfg.run.output)
     if stats.get("complete"):
         rep = decontaminate.report(out, cfg)
-        _atomic_write_text(out / "report.json", json.dumps(rep, indent=2))
+        atomic_write_text(out / "report.json", json.dumps(rep, indent=2))
         for name, b in rep["benchmarks"].items():
             print(f"decontaminate: {name}: {b['hits']} documents hit, {b['unique_items']} distinct items")
     print(f"wrote {cfg.run.output}")
@@ -380,11 +380,17 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def call_stage(argv: list[str]) -> int:
+    """One stage command, parsed and run in this process (``synthweb run`` chains them)."""
+    parsed = build_parser().parse_args(argv)
+    return parsed.func(parsed)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from pipeline.run import Runner
 
     runner = Runner(args.config, args.overrides, args.output, force=args.force, until=args.until,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, call_stage=call_stage)
     m = runner.run()
     print("\nrun: " + ", ".join(f"{s} {m['stages'][s]['status']}" for s in m["stages_planned"]))
     print(f"wrote {runner.out}" + (f" (report: {runner.out / 'report.html'})" if "report" in m["stages_planned"] else ""))
@@ -465,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--input", "-i", help="documents to deduplicate")
     p.add_argument("--output", "-o", help="output folder (sets run.output)")
-    p.add_argument("--method", help="minhash (sets dedup.method)")
+    p.add_argument("--method", choices=("minhash", "exact", "semantic"), help="near-duplicates (minhash, the default), exact copies or paraphrases (sets dedup.method)")
     _common(p)
     p.set_defaults(func=_cmd_dedup)
 

@@ -32,6 +32,46 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
 
 
+
+# ------------------------------------------------------------------ value checks used by the sections
+
+
+def validate_format(fmt: dict | None) -> None:
+    if fmt is None:
+        return
+    kind = fmt.get("type")
+    if kind == "choice":
+        choices = fmt.get("choices")
+        if not isinstance(choices, list) or not choices or not all(isinstance(c, str) and c for c in choices):
+            raise ValueError("response_format choice needs a non-empty list of non-empty strings")
+    elif kind == "json":
+        if not isinstance(fmt.get("schema"), dict):
+            raise ValueError("response_format json needs a JSON schema object under 'schema'")
+    else:
+        raise ValueError(f"response_format type must be 'choice' or 'json', got {kind!r}")
+
+
+def parse_where(expr: str) -> tuple[str, str, Any]:
+    """``"score >= 3"`` -> ("score", ">=", 3). The value is read as YAML (numbers, strings, booleans)."""
+    for op in (">=", "<=", "==", "!=", ">", "<"):
+        if op in expr:
+            col, raw = expr.split(op, 1)
+            if col.strip() and raw.strip():
+                return col.strip(), op, yaml.safe_load(raw.strip())
+    raise ValueError(f"where {expr!r}: expected 'column OP value' with OP one of == != >= <= > <")
+
+
+def dataset_name(d) -> str:
+    """A dataset's name: its ``name``, else its folder's (the parent's for a ``data``/``kept`` folder)."""
+    if d.name:
+        return d.name
+    p = Path(d.path.rstrip("/"))
+    name = p.name.split(".")[0] if p.suffix else p.name
+    if name in ("data", "kept", "train") and p.parent.name:
+        name = f"{p.parent.name}-{name}"
+    return name or "dataset"
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -46,7 +86,7 @@ class RunConfig(Strict):
     def _stages(cls, v: list[str] | None) -> list[str] | None:
         if v is None:
             return v
-        from pipeline.run import STAGES
+        from pipeline.registry import STAGES
 
         for s in v:
             if s not in STAGES:
@@ -311,8 +351,6 @@ class InferConfig(Strict):
     @field_validator("response_format")
     @classmethod
     def _fmt(cls, v):
-        from pipeline.llm.structured import validate_format
-
         validate_format(v)
         return v
 
@@ -756,13 +794,8 @@ class TrainDataset(Strict):
     @classmethod
     def _where(cls, v: str | None) -> str | None:
         if v is not None:
-            from pipeline.train.tokenize import parse_where
-
             parse_where(v)
         return v
-
-
-PRESETS = ("tiny", "60m", "135m", "360m", "1.7b")
 
 
 class TrainConfig(Strict):
@@ -835,8 +868,6 @@ class AblateConfig(Strict):
     @field_validator("datasets")
     @classmethod
     def _names(cls, v: list[TrainDataset]) -> list[TrainDataset]:
-        from pipeline.train.tokenize import dataset_name
-
         names = [dataset_name(d) for d in v]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

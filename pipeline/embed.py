@@ -41,9 +41,9 @@ class Encoder:
         import torch
         from sentence_transformers import SentenceTransformer
 
-        from pipeline.llm.engine import _quiet_hf
+        from pipeline.logs import quiet_hf
 
-        _quiet_hf()
+        quiet_hf()
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         try:

@@ -21,12 +21,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pipeline.errors import StageFailed, UserError
-from pipeline.io.writer import _atomic_write_text
-
-STAGES = ("seeds", "annotate", "train-classifier", "classify", "filter", "generate", "rephrase", "dedup",
-          "decontaminate", "tokenize", "ablate", "report")
-# the final datasets: name -> (stage folder, shard folder inside it)
-SUBSETS = {"textbooks": ("generate", "data"), "rephrased": ("rephrase", "data"), "filtered-web": ("filter", "kept")}
+from pipeline.io.writer import atomic_write_text
+from pipeline.logs import keep_warnings_between_stages
+from pipeline.registry import STAGES, SUBSETS
 
 
 def _rows(folder: Path) -> int:
@@ -56,9 +53,14 @@ def _complete(folder: Path, stage: str) -> bool:
 
 class Runner:
     def __init__(self, config: str | None, overrides: list[str], output: str | None = None, force: bool = False,
-                 until: str | None = None, progress: bool = True, log=print):
+                 until: str | None = None, progress: bool = True, log=print, call_stage=None):
+        """``call_stage(argv) -> exit code`` runs one stage command (the CLI passes its own dispatcher, so
+        this module does not import the layer above it)."""
         from pipeline.config import load_config
 
+        if call_stage is None:
+            raise TypeError("Runner needs call_stage, e.g. pipeline.cli.call_stage")
+        self.call_stage = call_stage
         self.config, self.overrides = config, list(overrides)
         if output:
             self.overrides.append(f"run.output={output}")
@@ -84,17 +86,14 @@ class Runner:
         return args
 
     def _cli(self, stage: str, args: list[str], progress: bool = True) -> None:
-        from pipeline.cli import build_parser
-
         argv = [stage, *args, *self._base()]
         if self.force:
             argv.append("--force")
         if progress and not self.progress:
             argv.append("--no-progress")
         self._commands.append("synthweb " + shlex.join(argv))
-        parsed = build_parser().parse_args(argv)
         try:
-            code = parsed.func(parsed)
+            code = self.call_stage(argv)
         except UserError as e:
             raise UserError(f"run: stage {stage}: {e}\n  (fix it and rerun `synthweb run`: completed stages are reused)") from None
         if code:
@@ -203,9 +202,7 @@ class Runner:
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> dict:
-        from pipeline.stages import base
-
-        base.RESTORE_LOG_LEVEL = "WARNING"  # between chained stages datatrove stays as quiet as within one
+        keep_warnings_between_stages()
         self.out.mkdir(parents=True, exist_ok=True)
         folders = {"train-classifier": "classifier", "tokenize": "tokens", "report": "."}
         m = self.manifest
@@ -226,13 +223,13 @@ class Runner:
             except BaseException as e:
                 m["stages"][stage] = {**prev, "status": "failed", "error": str(e).splitlines()[0] if str(e) else type(e).__name__,
                                       "commands": self._commands}
-                _atomic_write_text(self.manifest_path, json.dumps(m, indent=2))
+                atomic_write_text(self.manifest_path, json.dumps(m, indent=2))
                 raise
             wall = round(time.time() - t0, 2)
             # ran_wall_s: the time of the call that did the work (the report's time per stage)
             m["stages"][stage] = {"status": status, "wall_s": wall, "commands": self._commands,
                                   "ran_wall_s": wall if status == "ran" else prev.get("ran_wall_s")}
-            _atomic_write_text(self.manifest_path, json.dumps(m, indent=2))
+            atomic_write_text(self.manifest_path, json.dumps(m, indent=2))
         m["complete"] = self.stages[-1] == STAGES[-1]
-        _atomic_write_text(self.manifest_path, json.dumps(m, indent=2))
+        atomic_write_text(self.manifest_path, json.dumps(m, indent=2))
         return m

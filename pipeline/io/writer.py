@@ -25,7 +25,7 @@ from pipeline.records import build_schema, document_to_row, history_entry
 PARTS = "_parts"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + f".{uuid.uuid4().hex[:6]}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
@@ -161,7 +161,7 @@ class ShardWriter(PipelineStep):
         self._close_part()
         self.parts_dir.mkdir(parents=True, exist_ok=True)  # a task may have had nothing to write
         manifest = {"rank": self._rank, "writer_id": self.writer_id, "attempt": self._attempt, "parts": self._done_parts}
-        _atomic_write_text(self.parts_dir / f"{self._rank:05d}-{self.writer_id}.manifest.json", json.dumps(manifest))
+        atomic_write_text(self.parts_dir / f"{self._rank:05d}-{self.writer_id}.manifest.json", json.dumps(manifest))
 
     def _abort(self) -> None:
         if self._writer is not None:
@@ -234,7 +234,7 @@ def finalize(output_dir: str, split: str = "train") -> dict[str, int]:
             for i, (src, _) in enumerate(parts):
                 plan["moves"].append([str(src), str(final_dir / f"{split}-{i:05d}-of-{n:05d}.parquet")])
             plan["rows"][tag_dir.name] = sum(r for _, r in parts)
-        _atomic_write_text(plan_path, json.dumps(plan))
+        atomic_write_text(plan_path, json.dumps(plan))
     for src, dst in plan["moves"]:
         if os.path.exists(src):
             Path(dst).parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from pipeline.llm import structured
 from pipeline.llm.cache import RequestCache
 from pipeline.llm.metrics import Metrics
 from pipeline.llm.types import Message, Request, Result, Sampling
+from pipeline.logs import quiet_hf
 
 
 def sampling_for(cfg: LLMConfig, request_id: str, run_seed: int, **overrides) -> Sampling:
@@ -29,19 +30,6 @@ def sampling_for(cfg: LLMConfig, request_id: str, run_seed: int, **overrides) ->
         s["seed"] = (run_seed * 1_000_003 + zlib.crc32(request_id.encode())) % 2**31
     s["stop"] = tuple(s.get("stop") or ())
     return Sampling(**s)
-
-
-def _quiet_hf() -> None:
-    """No per-load progress bars from transformers/hub in our terminal output (ours is enough)."""
-    try:
-        from huggingface_hub.utils import disable_progress_bars
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-        disable_progress_bars()
-    except ImportError:  # pragma: no cover
-        pass
 
 
 class PartialFailure(Exception):
@@ -67,7 +55,7 @@ class Engine:
         self.metrics = Metrics(self.name, cfg.model, cfg.cost_per_gpu_hour, gpus)
         self.max_model_len: int | None = cfg.max_model_len
         t0 = time.monotonic()
-        _quiet_hf()
+        quiet_hf()
         self._load()
         self.metrics.load_s = time.monotonic() - t0
         # the request cache keys on the model's identity (its weights), rows keep the configured name

@@ -84,10 +84,10 @@ class Metrics:
         }
 
     def write(self, path: Path) -> None:
-        from pipeline.io.writer import _atomic_write_text
+        from pipeline.io.writer import atomic_write_text
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(path, json.dumps(self.snapshot()))
+        atomic_write_text(path, json.dumps(self.snapshot()))
 
 
 def _pct(values: list[float], q: float) -> float | None:

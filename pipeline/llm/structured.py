@@ -18,21 +18,6 @@ class Unparsable(ValueError):
     pass
 
 
-def validate_format(fmt: dict | None) -> None:
-    if fmt is None:
-        return
-    kind = fmt.get("type")
-    if kind == "choice":
-        choices = fmt.get("choices")
-        if not isinstance(choices, list) or not choices or not all(isinstance(c, str) and c for c in choices):
-            raise ValueError("response_format choice needs a non-empty list of non-empty strings")
-    elif kind == "json":
-        if not isinstance(fmt.get("schema"), dict):
-            raise ValueError("response_format json needs a JSON schema object under 'schema'")
-    else:
-        raise ValueError(f"response_format type must be 'choice' or 'json', got {kind!r}")
-
-
 def _json_objects(text: str):
     """Every balanced {...} block in the text, outermost first (string-aware)."""
     for start in [m.start() for m in re.finditer(r"\{", text)]:

@@ -19,12 +19,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pipeline.errors import UserError
-from pipeline.io.writer import _atomic_write_text
+from pipeline.io.writer import atomic_write_text
+from pipeline.registry import SUBSETS
 
 # stage folder, label in the funnel, the tag of its main output
 FUNNEL = [("seeds", "seeds", "data"), ("annotate", "annotated", "data"), ("classify", "classified", "data"),
           ("filter", "filter kept", "kept"), ("generate", "textbooks", "data"), ("rephrase", "rephrased", "data")]
-SUBSETS = {"textbooks": "generate/data", "rephrased": "rephrase/data", "filtered-web": "filter/kept"}
 LLM_STAGES = ("annotate", "generate", "rephrase")
 
 
@@ -259,7 +259,8 @@ class Report:
         seeds = self.run / "seeds" / "data"
         if seeds.is_dir():
             series["web (seeds)"] = seeds
-        for name, rel in SUBSETS.items():
+        for name, (stage, tag) in SUBSETS.items():
+            rel = f"{stage}/{tag}"
             if (self.run / rel).is_dir():
                 series[name] = self.run / rel
         series = {k: _word_counts(v) for k, v in series.items()}
@@ -528,5 +529,5 @@ def write_report(run: Path, output: Path | None = None) -> Path:
                     r.costs, r.training):
         section()
     out = output or run / "report.html"
-    _atomic_write_text(out, r.html())
+    atomic_write_text(out, r.html())
     return out

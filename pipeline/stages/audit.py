@@ -196,6 +196,6 @@ def summary_line(r: dict) -> str:
 
 
 def write(r: dict, out: Path) -> None:
-    from pipeline.io.writer import _atomic_write_text
+    from pipeline.io.writer import atomic_write_text
 
-    _atomic_write_text(out, json.dumps(r, indent=2, ensure_ascii=False))
+    atomic_write_text(out, json.dumps(r, indent=2, ensure_ascii=False))

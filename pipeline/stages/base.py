@@ -26,7 +26,8 @@ from pipeline.config import Config
 from pipeline.errors import StageFailed, UserError
 from pipeline.executor import build_executor
 from pipeline.io.readers import InputPlan, make_reader, plan_input
-from pipeline.io.writer import ShardWriter, TaskStart, _atomic_write_text, finalize
+from pipeline.io.writer import ShardWriter, TaskStart, atomic_write_text, finalize
+from pipeline.logs import quiet_datatrove
 
 LOGS = "_logs"
 
@@ -49,10 +50,10 @@ class Progress(PipelineStep):
             n += 1
             now = time.monotonic()
             if now - last > self.every_s:
-                _atomic_write_text(path, json.dumps({"docs": n}))
+                atomic_write_text(path, json.dumps({"docs": n}))
                 last = now
             yield doc
-        _atomic_write_text(path, json.dumps({"docs": n}))
+        atomic_write_text(path, json.dumps({"docs": n}))
 
 
 class ProgressMonitor:
@@ -233,30 +234,6 @@ def output_lock(output: Path, stage: str):
         os.close(fd)
 
 
-# the loguru level put back after a stage; synthweb run, which chains stages in one process, keeps WARNING
-RESTORE_LOG_LEVEL = "INFO"
-
-
-@contextmanager
-def _quiet_datatrove():
-    """datatrove logs every task to the terminal; keep warnings there, the rest is in the task logs."""
-    from loguru import logger
-
-    logger.remove()
-    handler = logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
-    try:
-        yield
-    finally:
-        try:
-            logger.remove(handler)
-        except ValueError:  # a task run in this process (one worker) has reset the handlers already
-            logger.remove()
-        if RESTORE_LOG_LEVEL == "INFO":
-            logger.add(sys.stderr, level="INFO")
-        else:
-            logger.add(sys.stderr, level=RESTORE_LOG_LEVEL, format="{level}: {message}")
-
-
 # the config sections each stage reads: changing another section (say generate.*) must not make an
 # earlier stage's finished output look foreign (make generate reruns seeds with the same file)
 STAGE_SECTIONS = {
@@ -325,7 +302,7 @@ def _run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], f
                  "inputs": fingerprints(plan.files) if plan else {}}
     logs.mkdir(parents=True, exist_ok=True)
     (output / "config.yaml").write_text(f"# resolved config of {stage}, hash {h}\n" + cfg.to_yaml(), encoding="utf-8")
-    _atomic_write_text(state_path, json.dumps(state))
+    atomic_write_text(state_path, json.dumps(state))
     if plan and state.get("plan"):  # a resumed run keeps the file list it started with
         plan = InputPlan(**{**state["plan"], "notice": None})
     ctx = StageContext(stage, cfg, output, plan, state["run_id"], h)
@@ -345,7 +322,7 @@ def _run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], f
     monitor = ProgressMonitor(logs, plan.total_hint if plan else None, cfg.executor.tasks,
                               enabled=progress and cfg.executor.kind == "local")
     try:
-        with monitor, _quiet_datatrove():
+        with monitor, quiet_datatrove():
             executor.run()
     except BaseException as e:
         if cfg.executor.kind == "local":  # stop every worker (and its helpers), then drop unfinished parts
@@ -468,7 +445,7 @@ def complete_stage(output: str, stage: str, config_hash: str, run_id: str, wall_
     )
     if wall_time and not resumed:
         stats["docs_per_s"] = round(stats["records_in"] / wall_time, 2) if wall_time > 0 else None
-    _atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
+    atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
     return stats
 
 

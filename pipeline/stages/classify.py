@@ -147,7 +147,7 @@ def prepare_bins(ctx: StageContext, printer=print) -> dict | None:
     if path.exists():
         return json.loads(path.read_text())
     from pipeline.io.readers import make_reader
-    from pipeline.io.writer import _atomic_write_text
+    from pipeline.io.writer import atomic_write_text
 
     c = cfg.classify
     reader = make_reader(ctx.plan, cfg.input.model_copy(update={"limit": c.sample_size}))
@@ -160,7 +160,7 @@ def prepare_bins(ctx: StageContext, printer=print) -> dict | None:
         s, _ = m.score(texts)
         edges[m.name] = weighted_edges(s, w, c.bins)
     bins = {"bins": c.bins, "sample": len(texts), "sample_words": int(w.sum()), "edges": edges, "buckets": c.buckets}
-    _atomic_write_text(path, json.dumps(bins, indent=2))
+    atomic_write_text(path, json.dumps(bins, indent=2))
     printer(f"classify: ensemble bins from {len(texts):,} sampled documents for {', '.join(edges)}")
     return bins
 

@@ -192,9 +192,9 @@ def prepare(ctx: StageContext, printer=print) -> dict[int, str]:
                                                       config=mh, save_cluster_id=True, save_cluster_size=True)],
                    str(work / "logs" / "cluster"), tasks=1).run()
     reps = representatives(work, cfg.executor.tasks)
-    from pipeline.io.writer import _atomic_write_text
+    from pipeline.io.writer import atomic_write_text
 
-    _atomic_write_text(reps_file, json.dumps({str(k): v for k, v in reps.items()}))
+    atomic_write_text(reps_file, json.dumps({str(k): v for k, v in reps.items()}))
     return reps
 
 

@@ -502,9 +502,9 @@ def prepare(ctx: StageContext, printer=print) -> dict:
                     f"seeds, {pstats['expanded']} expanded, {pstats['near_duplicates_removed']} near-duplicates removed)")
     finally:
         engine.close()
-    from pipeline.io.writer import _atomic_write_text
+    from pipeline.io.writer import atomic_write_text
 
-    _atomic_write_text(done, json.dumps(info))
+    atomic_write_text(done, json.dumps(info))
     return info
 
 

@@ -148,10 +148,10 @@ def build_personas(cfg: Config, texts: list[str], ids: list[str], engine, encode
 
 
 def save_personas(personas: list[dict], path: Path) -> None:
-    from pipeline.io.writer import _atomic_write_text
+    from pipeline.io.writer import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in personas))
+    atomic_write_text(path, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in personas))
 
 
 def load_personas(path: Path) -> list[dict]:

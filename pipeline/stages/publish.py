@@ -21,7 +21,7 @@ import yaml
 
 from pipeline import __version__
 from pipeline.errors import UserError
-from pipeline.io.writer import _atomic_write_text
+from pipeline.io.writer import atomic_write_text
 
 MAIN_FOLDERS = ("data", "kept")  # a stage's final shards; filter writes kept/
 
@@ -214,8 +214,8 @@ def build(cfg, subsets: dict[str, str], dest: str | Path, ablation: str | None =
     if ablation:
         body.append(_ablation_section(Path(ablation)))
     card = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(body)
-    _atomic_write_text(dest / "README.md", card)
-    _atomic_write_text(dest / "publish.json", json.dumps({"configs": counts, "repo_id": p.repo_id}, indent=2))
+    atomic_write_text(dest / "README.md", card)
+    atomic_write_text(dest / "publish.json", json.dumps({"configs": counts, "repo_id": p.repo_id}, indent=2))
     return counts
 
 

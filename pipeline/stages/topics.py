@@ -65,11 +65,11 @@ class TopicModel:
         return out
 
     def save(self, folder: Path) -> None:
-        from pipeline.io.writer import _atomic_write_text
+        from pipeline.io.writer import atomic_write_text
 
         folder.mkdir(parents=True, exist_ok=True)
         np.save(folder / "centroids.npy", self.centroids)
-        _atomic_write_text(folder / "topics.json", json.dumps(
+        atomic_write_text(folder / "topics.json", json.dumps(
             {**self.info, "max_distance": self.max_distance, "topics": [asdict(t) for t in self.topics]},
             indent=2, ensure_ascii=False))
 

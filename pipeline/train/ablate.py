@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 
 from pipeline.errors import UserError
-from pipeline.io.writer import _atomic_write_text
+from pipeline.io.writer import atomic_write_text
 from pipeline.train.loop import Trainer, prepare_datasets
 
 
@@ -79,8 +79,8 @@ def ablate(cfg, output: str | Path, force: bool = False, log=print) -> dict:
     _summarise(results)
     plots = _plots(results, out)
     results["verdict"] = _verdict(results)
-    _atomic_write_text(out / "results.json", json.dumps(results, indent=2))
-    _atomic_write_text(out / "report.html", _html(results, plots, cfg))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
+    atomic_write_text(out / "report.html", _html(results, plots, cfg))
     return results
 
 

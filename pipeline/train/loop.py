@@ -482,8 +482,8 @@ class Trainer:
             tok_file = Path(manifest["tokenizer"])
             if tok_file.is_file():
                 shutil.copy(tok_file, self.out / "model" / "tokenizer.json")
-            from pipeline.io.writer import _atomic_write_text
+            from pipeline.io.writer import atomic_write_text
 
-            _atomic_write_text(done, json.dumps(result, indent=2))
+            atomic_write_text(done, json.dumps(result, indent=2))
         self._barrier()
         return result

@@ -17,38 +17,16 @@ import operator
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
-import yaml
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
+from pipeline.config import parse_where
 from pipeline.errors import StageFailed, UserError
 
 MANIFEST = "tokens.json"
 PARTS = ("train", "val")
 _OPS = {"==": operator.eq, "!=": operator.ne, ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
-
-
-def parse_where(expr: str) -> tuple[str, str, Any]:
-    """``"score >= 3"`` -> ("score", ">=", 3). The value is read as YAML (numbers, strings, booleans)."""
-    for op in (">=", "<=", "==", "!=", ">", "<"):
-        if op in expr:
-            col, raw = expr.split(op, 1)
-            if col.strip() and raw.strip():
-                return col.strip(), op, yaml.safe_load(raw.strip())
-    raise ValueError(f"where {expr!r}: expected 'column OP value' with OP one of == != >= <= > <")
-
-
-def dataset_name(d) -> str:
-    """A dataset's name: its ``name``, else its folder's (the parent's for a ``data``/``kept`` folder)."""
-    if d.name:
-        return d.name
-    p = Path(d.path.rstrip("/"))
-    name = p.name.split(".")[0] if p.suffix else p.name
-    if name in ("data", "kept", "train") and p.parent.name:
-        name = f"{p.parent.name}-{name}"
-    return name or "dataset"
 
 
 def is_tokenized(path: str | Path) -> bool:
@@ -209,8 +187,8 @@ def tokenize(cfg, dataset, output: str | Path, force: bool = False) -> dict:
     from pipeline.config import InputConfig
     from pipeline.executor import build_executor
     from pipeline.io.readers import make_reader, plan_input
-    from pipeline.io.writer import _atomic_write_text
-    from pipeline.stages.base import _quiet_datatrove
+    from pipeline.io.writer import atomic_write_text
+    from pipeline.logs import quiet_datatrove
 
     out = Path(output)
     t = cfg.tokenize
@@ -253,7 +231,7 @@ def tokenize(cfg, dataset, output: str | Path, force: bool = False) -> dict:
         ]
         ex = build_executor(cfg.executor, steps, str(out / "_logs" / part), tasks=tasks, job_suffix=f"_tok_{part}")
         try:
-            with _quiet_datatrove():
+            with quiet_datatrove():
                 ex.run()
         except Exception as e:  # noqa: BLE001 - a failed task: point at its log
             raise StageFailed(f"tokenize {dataset.path} ({part}) failed: {e}; see {out}/_logs/{part}/logs") from None
@@ -277,5 +255,5 @@ def tokenize(cfg, dataset, output: str | Path, force: bool = False) -> dict:
         "dtype": "uint32" if token_size == 4 else "uint16", "validation_fraction": t.validation_fraction,
         "files": files, "tokens": tokens, "documents": docs, "fingerprint": fp,
     }
-    _atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
     return manifest

@@ -1,0 +1,12 @@
+"""The stages of ``synthweb run``, in pipeline order, and the final datasets they make.
+
+The lowest layer (imports nothing of ours): config validates ``run.stages`` against it, the runner,
+the report and publish iterate it.
+"""
+
+from __future__ import annotations
+
+STAGES = ("seeds", "annotate", "train-classifier", "classify", "filter", "generate", "rephrase", "dedup",
+          "decontaminate", "tokenize", "ablate", "report")
+# the final datasets: name -> (stage folder, shard folder inside it)
+SUBSETS = {"textbooks": ("generate", "data"), "rephrased": ("rephrase", "data"), "filtered-web": ("filter", "kept")}
