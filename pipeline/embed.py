@@ -58,3 +58,8 @@ class Encoder:
         emb = self.model.encode([t[: self.max_chars] for t in texts], batch_size=self.batch_size,
                                 normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         return emb.astype(np.float32)
+
+
+def encoder_from(e) -> Encoder:
+    """The encoder of an ``encoder`` config section (one place builds it from config)."""
+    return Encoder(e.model, e.device, e.batch_size, e.max_chars)

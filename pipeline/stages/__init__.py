@@ -1,1 +1,181 @@
-"""Pipeline stages. Each stage: config section -> datatrove steps -> records in, shards + stats out."""
+"""Pipeline stages and the registry that lists them.
+
+A stage is one module that declares itself once, as a ``Stage``: its name and help, its CLI options
+(each mapped to config overrides or to a keyword of its ``main``), ``main`` (the library call that
+does the work and returns the stats its ``stats.json`` holds), ``summary`` (the lines a terminal
+shows) and ``plan`` (what it reads and writes inside ``synthweb run``). ``cli.py`` builds its commands
+from the registry, ``run.py`` calls ``main`` directly: ``synthweb <stage>`` and the same stage inside
+``synthweb run`` run the same code and write the same ``stats.json``.
+
+Adding a stage: a module with ``STAGE = Stage(...)`` and one line in ``REGISTRY`` (or ``register()``
+from code). This module imports no stage: they load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline import registry as names
+
+
+@dataclass(frozen=True)
+class Option:
+    """A CLI option of one stage. ``override(value)`` turns it into ``--set`` overrides; without one the
+    value goes to ``main`` as the keyword ``dest``."""
+
+    flags: tuple[str, ...]
+    help: str
+    override: Callable[[Any], list[str]] | None = None
+    kwargs: dict = field(default_factory=dict)
+
+    @property
+    def dest(self) -> str:
+        return self.kwargs.get("dest") or self.flags[0].lstrip("-").replace("-", "_")
+
+
+@dataclass
+class Call:
+    """One call of a stage inside ``synthweb run``: its input, its output folder, extra overrides."""
+
+    input: Path | None
+    output: Path
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunView:
+    """What a stage's ``plan`` sees of a run: the folder, the config, the stages it runs."""
+
+    out: Path
+    cfg: Any
+    stages: list[str]
+
+    @staticmethod
+    def rows(folder: Path) -> int:
+        import pyarrow.parquet as pq
+
+        return sum(pq.read_metadata(f).num_rows for f in folder.glob("*.parquet")) if folder.is_dir() else 0
+
+    def upstream(self, name: str) -> Path:
+        stage, tag = names.SUBSETS[name]
+        return self.out / stage / tag
+
+    def subsets(self) -> dict[str, Path]:
+        """The final datasets that exist, after dedup and decontamination when those ran."""
+        found = {}
+        for name in names.SUBSETS:
+            folder = self.upstream(name)
+            for later in ("dedup", "decontaminate"):
+                if later in self.stages and (self.out / later / name / "data").is_dir():
+                    folder = self.out / later / name / "data"
+            if self.rows(folder):
+                found[name] = folder
+        return found
+
+
+def _no_lines(cfg, stats: dict) -> list[str]:
+    return []
+
+
+@dataclass
+class Stage:
+    name: str
+    help: str  # one line, for `synthweb --help`
+    description: str  # for `synthweb <stage> --help`
+    main: Callable[..., dict]  # main(cfg, force=False, progress=True, **keywords) -> stats
+    summary: Callable[[Any, dict], list[str]] = _no_lines
+    options: tuple[Option, ...] = ()
+    input_help: str | None = "documents: a file or folder, or a Hub dataset name (sets input.source)"
+    output_help: str | None = "output folder (sets run.output)"
+    io_in_config: bool = True  # --input/--output set input.source/run.output; else keywords input/output of main
+    progress: bool = True  # has --no-progress
+    force_help: str | None = "discard what is in --output and start over"  # None: no --force
+    config: bool = True  # has --config/--set (else main gets cfg=None)
+    needs: tuple[str, ...] = ()  # "input"/"output": required on the command line, with this error:
+    required: str | None = None
+    plan: Callable[[RunView], list[Call] | str] | None = None  # calls inside `synthweb run` (a str: skipped, why)
+    folder: str | None = None  # its folder under run.output (default: its name)
+    markers: tuple[str, ...] = ("stats.json",)  # what a finished call writes; stats.json files say "complete"
+
+    @property
+    def run_folder(self) -> str:
+        return self.folder or self.name
+
+
+# name -> "module:attribute" of its Stage, in pipeline order; commands outside `synthweb run` last
+REGISTRY: dict[str, str | Stage] = {
+    "seeds": "pipeline.stages.seeds:STAGE",
+    "annotate": "pipeline.stages.annotate:STAGE",
+    "train-classifier": "pipeline.stages.classify:TRAIN",
+    "classify": "pipeline.stages.classify:STAGE",
+    "filter": "pipeline.stages.classify:FILTER",
+    "generate": "pipeline.stages.generate:STAGE",
+    "rephrase": "pipeline.stages.rephrase:STAGE",
+    "dedup": "pipeline.stages.dedup:STAGE",
+    "decontaminate": "pipeline.stages.decontaminate:STAGE",
+    "tokenize": "pipeline.train.tokenize:STAGE",
+    "ablate": "pipeline.train.ablate:STAGE",
+    "report": "pipeline.report:STAGE",
+    "infer": "pipeline.stages.infer:STAGE",
+    "audit": "pipeline.stages.audit:STAGE",
+    "train": "pipeline.train.loop:STAGE",
+    "publish": "pipeline.stages.publish:STAGE",
+}
+
+
+def configure(stage: Stage, config: str | None, overrides: list[str], input=None, output=None,
+              values: dict | None = None) -> tuple[Any, dict]:
+    """(config, keywords of ``main``) for one call: the config file, then ``overrides``, then the stage's
+    options (as overrides or keywords), then --input/--output. The CLI and ``synthweb run`` both use it."""
+    from pipeline.config import load_config
+    from pipeline.errors import UserError
+
+    if stage.needs and any(not {"input": input, "output": output}[k] for k in stage.needs):
+        raise UserError(stage.required or f"{stage.name} needs " + " and ".join(f"--{k}" for k in stage.needs))
+    overrides, kw = list(overrides), {}
+    for o in stage.options:
+        v = (values or {}).get(o.dest)
+        if v is None or v == []:
+            continue
+        if o.override:
+            overrides += o.override(v)
+        else:
+            kw[o.dest] = v
+    if stage.io_in_config:
+        overrides += [f"input.source={input}"] if input else []
+        overrides += [f"run.output={output}"] if output else []
+    else:
+        kw.update({k: str(v) if v is not None else None for k, v in (("input", input), ("output", output))
+                   if getattr(stage, f"{k}_help")})
+    return (load_config(config, overrides) if stage.config else None), kw
+
+
+def get(name: str) -> Stage:
+    ref = REGISTRY[name]
+    if isinstance(ref, str):
+        module, attr = ref.split(":")
+        ref = REGISTRY[name] = getattr(importlib.import_module(module), attr)
+    return ref
+
+
+def all_stages() -> list[Stage]:
+    return [get(n) for n in REGISTRY]
+
+
+def run_stages() -> list[str]:
+    """The stages of ``synthweb run``, in order (those with a plan)."""
+    return [n for n in REGISTRY if get(n).plan is not None]
+
+
+def register(stage: Stage, after: str | None = None) -> None:
+    """Add a stage (a plugin, a test's toy stage); with a plan, it runs in ``synthweb run`` after ``after``."""
+    items = [(k, v) for k, v in REGISTRY.items() if k != stage.name]
+    at = [k for k, _ in items].index(after) + 1 if after else len(items)
+    items.insert(at, (stage.name, stage))
+    REGISTRY.clear()
+    REGISTRY.update(items)
+    if stage.plan is not None:
+        names.STAGES[:] = run_stages()

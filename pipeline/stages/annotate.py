@@ -29,10 +29,12 @@ import pyarrow as pa
 from datatrove.data import Document
 
 from pipeline.config import Config, LLMConfig, merge_llm
+from pipeline.errors import UserError
 from pipeline.llm.engine import make_engine, sampling_for
 from pipeline.llm.step import LLMStep, cpu_threads
 from pipeline.llm.types import Request
 from pipeline.prompts import template
+from pipeline.stages import Call, Stage
 from pipeline.stages.base import StageContext
 
 SCORES = [str(i) for i in range(6)]
@@ -267,3 +269,39 @@ def build(ctx: StageContext) -> list:
         AnnotateStep(cfg, str(ctx.output), ctx.writer("removed", "failures", REMOVED_FIELDS), cpu_threads(cfg)),
         ctx.writer("data", "main", STAGE_FIELDS),
     ]
+
+
+def main(cfg: Config, force: bool = False, progress: bool = True) -> dict:
+    import json
+
+    from pipeline.io.writer import atomic_write_text
+    from pipeline.stages.base import run_stage
+
+    stats = run_stage("annotate", cfg, build, force=force, progress=progress)
+    out = Path(cfg.run.output)
+    if stats.get("complete") and "annotation" not in stats:
+        stats["annotation"] = annotation_report(out / "data")
+        atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
+    if stats.get("complete") and stats.get("records_out", 0) == 0:
+        raise UserError(f"no document got a score (see {out}/removed for the replies and the reasons)")
+    return stats
+
+
+def summary(cfg: Config, stats: dict) -> list[str]:
+    a, lines = stats.get("annotation", {}), []
+    if a.get("annotated"):
+        lines.append(f"annotation: {a['annotated']} scored; int_score histogram {a['int_score_histogram']}")
+        lines += [f"  annotators {pair}: exact {m['exact']:.0%}, within 1 {m['within_1']:.0%}, spearman {m['spearman']}"
+                  for pair, m in a.get("jury_agreement", {}).items()]
+    return lines + [f"wrote {cfg.run.output}"]
+
+
+STAGE = Stage(
+    name="annotate", help="documents -> 0-5 scores from the LLM with the rubric in prompts/annotate/ (justification kept)",
+    description="Score every document of --input with the additive 0-5 rubric of prompts/annotate/<annotate.template>.j2 "
+    "through the engine in the llm section (and the annotate.jury, if any). Writes OUTPUT/data (score, int_score, "
+    "justification, annotator scores, provenance), OUTPUT/removed (replies without a usable score, with the raw "
+    "text) and OUTPUT/stats.json (score histogram, jury agreement).",
+    main=main, summary=summary, input_help="documents (a file or folder, e.g. a seeds run's data/)",
+    plan=lambda run: [Call(run.out / "seeds" / "data", run.out / "annotate")],
+)

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import AuditConfig, QualityGateConfig
 from pipeline.errors import UserError
+from pipeline.stages import Option, Stage
 
 
 class Auditor:
@@ -199,3 +200,46 @@ def write(r: dict, out: Path) -> None:
     from pipeline.io.writer import atomic_write_text
 
     atomic_write_text(out, json.dumps(r, indent=2, ensure_ascii=False))
+
+
+def add_audit(cfg, stats: dict) -> dict:
+    """The synthetic-text audit of a finished LLM stage's output, kept in its stats.json."""
+    from pipeline.io.writer import atomic_write_text
+
+    out = Path(cfg.run.output)
+    if stats.get("complete") and stats.get("records_out") and "audit" not in stats:
+        r = audit(out / "data", cfg.audit, gate_cfg=cfg.quality_gate)
+        stats["audit"] = {**r["overall"], "by_shard": r["by_shard"]}
+        atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
+    return stats
+
+
+def audit_lines(stats: dict) -> list[str]:
+    return [summary_line(stats["audit"])] if stats.get("audit", {}).get("documents") else []
+
+
+def main(cfg, force: bool = False, progress: bool = True, input: str | None = None, output: str | None = None,
+         text_column: str = "text") -> dict:
+    if not input:
+        raise UserError("audit needs --input: a run folder or a folder of Parquet shards")
+    r = audit(input, cfg.audit, text_column, cfg.quality_gate)
+    r["written_to"] = str(Path(output) if output else Path(input) / "audit.json")
+    write({k: v for k, v in r.items() if k != "written_to"}, Path(r["written_to"]))
+    return r
+
+
+def _lines(cfg, r: dict) -> list[str]:
+    return [summary_line(r), *(f"  {stage}: " + summary_line(s).removeprefix("audit: ") for stage, s in r["by_stage"].items()),
+            f"wrote {r['written_to']}"]
+
+
+STAGE = Stage(
+    name="audit", help="shards -> signs of synthetic text per shard and per stage (proxy phrases, refusals, openings)",
+    description="Read every Parquet shard under --input and report, overall, per stage (the last entry of each "
+    "row's history) and per shard: mean length, the share of documents with LLM proxy phrases (audit.phrases) "
+    "and their rate per 1,000 words, the refusal rate, and the share of the most common openings. Writes "
+    "audit.json (in --input, or --output) and prints a summary.",
+    main=main, summary=_lines, io_in_config=False, progress=False, force_help=None,
+    input_help="a run folder or a folder of Parquet shards", output_help="where to write the JSON (default INPUT/audit.json)",
+    options=(Option(("--text-column",), "the text column", kwargs={"default": "text"}),),
+)

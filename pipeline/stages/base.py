@@ -581,3 +581,7 @@ def print_summary(stats: dict, printer=print) -> None:
             t.add_row("  trimmed at max_tokens", f"{g['trimmed_at_max_tokens']:,}")
     t.add_row("shards", f"{len(stats.get('shards', []))} in {stats.get('output')}/{MAIN_TAG.get(stats.get('stage'), 'data')}")
     Console(stderr=False).print(t)
+
+
+def gate_lines(stats: dict) -> list[str]:
+    return [gate_line(stats["quality_gate"])] if stats.get("quality_gate") else []

@@ -26,6 +26,7 @@ from datatrove.pipeline.base import PipelineStep
 from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.llm.step import cpu_threads
+from pipeline.stages import Call, Option, Stage
 from pipeline.stages.base import StageContext
 
 CLASSIFY_FIELDS = [
@@ -248,3 +249,79 @@ def build_filter(ctx: StageContext) -> list:
         ThresholdFilter(cfg, ctx.writer("removed", "filter", FILTER_REMOVED)),
         ctx.writer("kept", "main", CLASSIFY_FIELDS),
     ]
+
+
+# ------------------------------------------------------------------ the three stages of this module
+
+
+def train_main(cfg: Config, force: bool = False, progress: bool = True) -> dict:
+    from classifiers.train import train_classifier
+
+    return train_classifier(cfg.classifier, cfg.input.source, cfg.run.output, force=force)
+
+
+def _train_lines(cfg: Config, m: dict) -> list[str]:
+    return [f"{m['evaluated_on']} split ({m['n_evaluated']:,} texts): binary F1@{m['threshold']:g} {m['binary_f1']:.3f} "
+            f"(precision {m['precision']:.3f}, recall {m['recall']:.3f}), macro-F1 {m['macro_f1']:.3f}, "
+            f"accuracy {m['accuracy']:.3f}; uncalibrated binary F1 {m['uncalibrated']['binary_f1']:.3f}",
+            f"per-class F1 {m['per_class_f1']}",
+            f"wrote {cfg.run.output} (config.json, model weights, metrics.json, confusion_matrix.png, README.md)"]
+
+
+TRAIN = Stage(
+    name="train-classifier", help="labelled texts -> BERT-style filter classifier (safetensors + card + metrics)",
+    description="Deduplicate the labelled texts, split them stratified into train/validation/test, train an "
+    "encoder classifier (classifier.mode frozen or finetune; or classifier.kind fasttext), choose the decision "
+    "cut on validation data and report binary P/R/F1 at classifier.threshold, per-class F1, macro-F1 and the "
+    "confusion matrix on the test split. Writes OUTPUT/config.json, model.safetensors, metrics.json, "
+    "confusion_matrix.png and README.md (the model card).",
+    main=train_main, summary=_train_lines,
+    input_help="labelled Parquet/JSONL file or folder (e.g. an annotate run's data/)", output_help="the classifier folder to write",
+    options=(Option(("--label-column",), "label column (sets classifier.label_column; default score)",
+                    override=lambda v: [f"classifier.label_column={v}"]),
+             Option(("--text-column",), "text column (sets classifier.text_column; default text)",
+                    override=lambda v: [f"classifier.text_column={v}"])),
+    plan=lambda run: [Call(run.out / "annotate" / "data", run.out / "classifier")],
+    folder="classifier", markers=("config.json", "metrics.json"),
+    needs=("input", "output"), required="train-classifier needs --input (labelled Parquet/JSONL) and --output (the classifier folder)",
+)
+
+
+def classify_main(cfg: Config, force: bool = False, progress: bool = True) -> dict:
+    from pipeline.stages.base import run_stage
+
+    return run_stage("classify", cfg, build_classify, force=force, progress=progress, extra_hash=fingerprints(cfg))
+
+
+STAGE = Stage(
+    name="classify", help="shards -> the same shards with score/int_score (and ensemble bins) from classifiers",
+    description="Score every document of --input with each --classifier: score and int_score from the first, "
+    "every classifier's score in classifier_scores; with several classifiers, token-weighted percentile bins "
+    "per classifier and the ensemble bin (max) and bucket (Nemotron-CC). Writes OUTPUT/data and stats.json.",
+    main=classify_main, summary=lambda cfg, stats: [f"wrote {cfg.run.output}"], input_help="documents to score",
+    options=(Option(("--classifier",), "a classifier folder (repeatable)",
+                    override=lambda v: ["classify.classifiers=" + json.dumps(v)], kwargs={"action": "append", "metavar": "DIR"}),),
+    plan=lambda run: [Call(run.out / "seeds" / "data", run.out / "classify",
+                           ["classify.classifiers=" + json.dumps([str(run.out / "classifier")])])],
+)
+
+
+def filter_main(cfg: Config, force: bool = False, progress: bool = True) -> dict:
+    from pipeline.stages.base import run_stage
+
+    return run_stage("filter", cfg, build_filter, force=force, progress=progress)
+
+
+FILTER = Stage(
+    name="filter", help="classified shards -> kept/ and removed/ (with reasons) by threshold or bucket",
+    description="Keep documents whose int_score (filter.column) is at or above --threshold, or whose quality bucket "
+    "is --bucket or higher, in OUTPUT/kept; every other document goes to OUTPUT/removed with its reason.",
+    main=filter_main, input_help="classified documents (a classify run's data/)",
+    summary=lambda cfg, stats: [f"kept {stats.get('records_out', 0):,} of {stats.get('records_in', 0):,} documents; "
+                                f"wrote {cfg.run.output}/kept and {cfg.run.output}/removed"],
+    options=(Option(("--threshold",), "keep int_score (filter.column) >= this (sets filter.threshold)",
+                    override=lambda v: [f"filter.threshold={v}", "filter.bucket=null"], kwargs={"type": float}),
+             Option(("--bucket",), "keep this quality bucket and the ones above it (sets filter.bucket)",
+                    override=lambda v: [f"filter.bucket={v}"])),
+    plan=lambda run: [Call(run.out / "classify" / "data", run.out / "filter")],
+)

@@ -29,6 +29,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from pipeline.config import Config
 from pipeline.errors import UserError
+from pipeline.stages import Option, Stage
 from pipeline.stages.base import StageContext
 
 DECONT_FIELDS = [
@@ -417,3 +418,50 @@ def build(ctx: StageContext) -> list:
     failures = ctx.writer("removed", "failures", REMOVED_FIELDS)
     return [ctx.task_start(), make_reader(ctx.plan, cfg.input), ctx.progress(),
             DecontaminateStep(cfg, failures), ctx.writer("data", "main", DECONT_FIELDS)]
+
+
+def main(cfg: Config, force: bool = False, progress: bool = True) -> dict:
+    from pipeline.io.writer import atomic_write_text
+    from pipeline.stages.base import run_stage
+
+    stats = run_stage("decontaminate", cfg, build, force=force, progress=progress)
+    out = Path(cfg.run.output)
+    if stats.get("complete"):
+        atomic_write_text(out / "report.json", json.dumps(report(out, cfg), indent=2))
+    return stats
+
+
+def _summary(cfg: Config, stats: dict) -> list[str]:
+    rep = Path(cfg.run.output) / "report.json"
+    lines = []
+    if stats.get("complete") and rep.exists():
+        lines = [f"decontaminate: {name}: {b['hits']} documents hit, {b['unique_items']} distinct items"
+                 for name, b in json.loads(rep.read_text())["benchmarks"].items()]
+    return lines + [f"wrote {cfg.run.output}"]
+
+
+def _plan(run):
+    from pipeline.stages.dedup import per_dataset
+
+    if not run.cfg.decontaminate.benchmarks:
+        return ("decontaminate.benchmarks is empty; skipped (name benchmark files or hf:NAME:SPLIT to check the "
+                "data against them)")
+
+    def src(name):
+        d = run.out / "dedup" / name / "data"
+        return d if "dedup" in run.stages and d.is_dir() else run.upstream(name)
+
+    return per_dataset(run, "decontaminate", src)
+
+
+STAGE = Stage(
+    name="decontaminate", help="documents -> the same without those that contain benchmark items",
+    description="Index the benchmark items (--benchmarks: files, folders or hf:NAME[:CONFIG]:SPLIT) by word "
+    "n-grams, confirm candidate documents by word alignment, and write OUTPUT/data (clean), "
+    "OUTPUT/removed (contaminated, naming the benchmark and item) and OUTPUT/report.json (hits per benchmark).",
+    main=main, summary=_summary, input_help="documents to check",
+    options=(Option(("--benchmarks",), "benchmark file, folder or hf:NAME:SPLIT (repeatable)",
+                    override=lambda v: ["decontaminate.benchmarks=" + json.dumps(v)],
+                    kwargs={"action": "append", "metavar": "FILE_OR_DIR"}),),
+    plan=_plan, markers=("*/stats.json",),
+)

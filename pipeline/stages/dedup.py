@@ -34,6 +34,8 @@ from datatrove.pipeline.base import PipelineStep
 
 from pipeline.config import Config
 from pipeline.errors import StageFailed, UserError
+from pipeline.registry import SUBSETS
+from pipeline.stages import Call, Option, Stage
 from pipeline.stages.base import LOGS, StageContext
 
 DEDUP_FIELDS = [
@@ -371,9 +373,9 @@ class Embed(PipelineStep):
     def run(self, data, rank: int = 0, world_size: int = 1):
         import numpy as np
 
-        from pipeline.embed import Encoder
+        from pipeline.embed import encoder_from
 
-        enc = Encoder(self.e.model, self.e.device, self.e.batch_size, self.e.max_chars)
+        enc = encoder_from(self.e)
         ids, parts, batch = [], [], []
         for doc in data:
             ids.append(str(doc.id))
@@ -508,3 +510,41 @@ def build(ctx: StageContext) -> list:
             MinhashDedupFilter(input_folder=str(work / "remove"), exclusion_writer=removed, load_cluster_ids=True,
                                load_cluster_sizes=True),
             MarkKept(), ctx.writer("data", "main", DEDUP_FIELDS)]
+
+
+def main(cfg: Config, force: bool = False, progress: bool = True) -> dict:
+    from pipeline.stages.base import run_stage
+
+    return run_stage("dedup", cfg, build, force=force, progress=progress)
+
+
+def _summary(cfg: Config, stats: dict) -> list[str]:
+    return ([f"dedup: kept {stats.get('records_out', 0)} of {stats.get('records_in', 0)} documents; duplicates in "
+             f"{cfg.run.output}/removed (with duplicate_of)"] if stats.get("complete") else []) + [f"wrote {cfg.run.output}"]
+
+
+def per_dataset(run, stage: str, source) -> list[Call]:
+    """One call per final dataset with rows (dedup and decontaminate run on each)."""
+    calls = []
+    for name in SUBSETS:
+        src = source(name)
+        if run.rows(src):
+            calls.append(Call(src, run.out / stage / name))
+        else:
+            print(f"run: {stage}: {name} has no rows ({src}); skipped")
+    if not calls:
+        raise UserError(f"run: {stage}: no dataset has rows to process (textbooks, rephrased and filtered-web are empty)")
+    return calls
+
+
+STAGE = Stage(
+    name="dedup", help="documents -> the same without near-duplicates (MinHash), exact copies or paraphrases",
+    description="MinHash near-duplicate removal through datatrove's four stages (signatures, bands, clusters, "
+    "filter), resumable; or exact copies (--method exact) or paraphrases (--method semantic). Writes OUTPUT/data "
+    "(one document per cluster) and OUTPUT/removed (duplicate_of = the kept document's id, and the cluster).",
+    main=main, summary=_summary, input_help="documents to deduplicate",
+    options=(Option(("--method",), "near-duplicates (minhash, the default), exact copies or paraphrases "
+                    "(sets dedup.method)", override=lambda v: [f"dedup.method={v}"],
+                    kwargs={"choices": ("minhash", "exact", "semantic")}),),
+    plan=lambda run: per_dataset(run, "dedup", run.upstream), markers=("*/stats.json",),
+)

@@ -28,6 +28,7 @@ from pipeline.llm.engine import make_engine, sampling_for
 from pipeline.llm.step import LLMStep, cpu_threads, default_cache_path
 from pipeline.llm.types import Request, Result
 from pipeline.prompts import load_yaml, template
+from pipeline.stages import Call, Stage
 from pipeline.stages.base import StageContext
 from pipeline.stages.judge import check_judge
 
@@ -163,10 +164,10 @@ class GenerateStep(LLMStep):
         self.topics = TopicModel.load(out / "topics") if (out / "topics" / "topics.json").exists() else None
         self.encoder = None
         if self.topics is not None:
-            from pipeline.embed import Encoder
+            from pipeline.embed import encoder_from
 
             e = self.cfg.encoder
-            self.encoder = Encoder(e.model, e.device, e.batch_size, e.max_chars)
+            self.encoder = encoder_from(e)
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         self._prepare_task()
@@ -459,7 +460,7 @@ def _no_seeds(cfg: Config) -> UserError:
 
 def prepare(ctx: StageContext, printer=print) -> dict:
     """Topics and personas, built once per output folder (kept for the rerun and for the tasks)."""
-    from pipeline.embed import Encoder
+    from pipeline.embed import encoder_from
     from pipeline.stages.personas import (
         build_personas,
         personas_from_file,
@@ -483,7 +484,7 @@ def prepare(ctx: StageContext, printer=print) -> dict:
     if not (g.topics.enabled or g.personas.enabled):
         return info
     e = cfg.encoder
-    encoder = Encoder(e.model, e.device, e.batch_size, e.max_chars)
+    encoder = encoder_from(e)
     engine = make_engine(cfg.llm, default_cache_path(cfg.llm, str(out)), out / "_logs" / "llm" / "prepare.json")
     try:
         if g.topics.enabled:
@@ -524,3 +525,79 @@ def build(ctx: StageContext) -> list:
         GenerateStep(cfg, str(ctx.output), failures, cpu_threads(cfg)),
         ctx.writer("data", "main", STAGE_FIELDS),
     ]
+
+
+def finish(cfg, stats: dict) -> dict:
+    """What generate adds to stats.json once complete: diversity, preparation, teachers' win rates."""
+    import json
+
+    from pipeline.embed import encoder_from
+    from pipeline.io.writer import atomic_write_text
+    from pipeline.stages.diversity import report
+
+    out = Path(cfg.run.output)
+    changed = False
+    if stats.get("complete") and "diversity" not in stats:
+        stats["diversity"] = report(out / "data", encoder_from(cfg.encoder), seed=cfg.run.seed)
+        prep = out / "_logs" / "prepare.json"
+        if prep.exists():
+            stats["prepare"] = json.loads(prep.read_text())
+        changed = True
+    if stats.get("complete") and cfg.generate.teachers and "teachers" not in stats:
+        stats["teachers"] = win_rates(out / "data")
+        changed = True
+    if changed:
+        atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
+    return stats
+
+
+def main(cfg, force: bool = False, progress: bool = True) -> dict:
+    from pipeline.stages.audit import add_audit
+    from pipeline.stages.base import run_stage
+
+    check_seeds(cfg)
+    check_judge(cfg)
+    stats = finish(cfg, run_stage("generate", cfg, build, force=force, progress=progress))
+    stats = add_audit(cfg, stats)
+    if stats.get("complete") and stats.get("records_out", 0) == 0:
+        raise UserError(f"generation produced no texts (see {cfg.run.output}/removed and stats.json for the reasons)")
+    return stats
+
+
+def summary(cfg, stats: dict) -> list[str]:
+    from pipeline.stages.audit import audit_lines
+    from pipeline.stages.base import gate_lines
+
+    lines = []
+    if stats.get("teachers"):
+        t = stats["teachers"]
+        lines.append(f"teachers ({t['judge']}): judged {t['judged']} of {t['prompts']} prompts (the rest had one usable "
+                     "answer); " + ", ".join(f"{n} won {v['won_judged']} ({v['win_rate']:.0%})" if v["win_rate"] is not None
+                                             else f"{n} won 0 judged" for n, v in t["by_teacher"].items()))
+    lines += gate_lines(stats) + audit_lines(stats)
+    d = stats.get("diversity", {})
+    if d.get("generations"):
+        lines.append(f"diversity: {d['generations']} generations; audiences {d['by_audience']}; formats {d['by_format']}; "
+                     + (f"top-20 openings share {d['top20_openings_share']:.0%}; " if d.get("top20_openings_share") is not None
+                        else "openings not rated (< 300 texts); ") + f"near-duplicate rate {d['near_duplicate_rate']:.1%}"
+                     + (f"; mean pairwise similarity {d['mean_pairwise_similarity']:.3f}" if "mean_pairwise_similarity" in d else ""))
+    return lines + [f"wrote {cfg.run.output}"]
+
+
+def _plan(run) -> list:
+    extra = []
+    j = run.cfg.generate.judge
+    if run.cfg.generate.teachers and j.kind == "classifier" and not j.classifier:
+        extra = [f"generate.judge.classifier={run.out / 'classifier'}"]
+    return [Call(run.out / "seeds" / "data", run.out / "generate", extra)]
+
+
+STAGE = Stage(
+    name="generate", help="seeds -> topics + personas -> prompt matrix -> LLM -> synthetic textbooks",
+    description="Cluster a sample of the seeds (--input: seeds shards, e.g. the data/ folder of a seeds run, or "
+    "any readable input) into LLM-named topics, build a persona pool, then for each seed render a prompt from "
+    "the audience x format matrix (prompts/generate/) and generate through the engine in the llm section. "
+    "Writes OUTPUT/data (text with full provenance), OUTPUT/removed (with reasons), OUTPUT/topics, "
+    "OUTPUT/personas and OUTPUT/stats.json with the diversity report.",
+    main=main, summary=summary, input_help="seed documents (sets input.source)", plan=_plan,
+)

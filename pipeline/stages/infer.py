@@ -14,9 +14,11 @@ import json
 import pyarrow as pa
 from datatrove.data import Document
 
+from pipeline.errors import UserError
 from pipeline.llm.engine import sampling_for
 from pipeline.llm.step import LLMStep, cpu_threads
 from pipeline.llm.types import Request, Result
+from pipeline.stages import Stage
 from pipeline.stages.base import StageContext
 
 LLM_FIELDS = [
@@ -119,3 +121,24 @@ def build(ctx: StageContext) -> list:
         InferStep(cfg.llm, cfg.run.seed, str(ctx.output), cfg.infer, failures, cpu_threads(cfg), cfg.quality_gate),
         ctx.writer("data", "main", STAGE_FIELDS),
     ]
+
+
+def main(cfg, force: bool = False, progress: bool = True) -> dict:
+    from pipeline.stages.base import run_stage
+
+    stats = run_stage("infer", cfg, build, force=force, progress=progress)
+    if stats.get("complete") and stats.get("records_in", 0) == 0:
+        raise UserError(f"{cfg.input.source} holds no requests (0 records read); nothing was generated")
+    return stats
+
+
+STAGE = Stage(
+    name="infer", help="a file of prompts -> LLM answers (any backend), with request-level resume",
+    description="Run every record of --input (JSONL/Parquet: the user message in input.text_key, optional "
+    "'system' and 'messages' fields) through the engine in the llm section (transformers, openai or vllm) "
+    "and write the answers with token counts to OUTPUT/data, failures with reasons to OUTPUT/removed, and "
+    "engine metrics to OUTPUT/stats.json. Answers are cached per request: a rerun after a crash sends only "
+    "what had not completed.",
+    main=main, summary=lambda cfg, stats: [f"wrote {cfg.run.output}"],
+    input_help="prompts file or folder (sets input.source)",
+)

@@ -22,6 +22,7 @@ import yaml
 from pipeline import __version__
 from pipeline.errors import UserError
 from pipeline.io.writer import atomic_write_text
+from pipeline.stages import Option, Stage
 
 MAIN_FOLDERS = ("data", "kept")  # a stage's final shards; filter writes kept/
 
@@ -253,3 +254,45 @@ def push(folder: str | Path, repo_id: str, private: bool, token: str, retries: i
             log(f"publish: HTTP {status}, retrying in {wait} s ({attempt + 1}/{retries})")
             time.sleep(wait)
     raise AssertionError("unreachable")
+
+
+def main(cfg, force: bool = False, progress: bool = True, subset: list[str] | None = None, repo_id: str | None = None,
+         ablation: str | None = None, dry_run: str | None = None) -> dict:
+    p = cfg.publish
+    repo_id = repo_id or p.repo_id
+    subsets = dict(p.subsets)
+    for item in subset or []:
+        if "=" not in item:
+            raise UserError(f"--subset {item!r}: expected NAME=FOLDER, e.g. textbooks=output/generate/textbooks")
+        name, path = item.split("=", 1)
+        subsets[name.strip()] = path.strip()
+    if repo_id:
+        check_repo_id(repo_id)
+        p.repo_id = repo_id
+    elif not dry_run:
+        raise UserError("publish needs --repo-id namespace/name (or publish.repo_id), or --dry-run DIR")
+    token = None if dry_run else hub_token()  # before any work: a missing login fails fast
+    dest = Path(dry_run) if dry_run else Path(cfg.run.output) / "_publish"
+    counts = build(cfg, subsets, dest, ablation or p.ablation)
+    print("publish: " + ", ".join(f"{n} {c:,} rows" for n, c in counts.items()) + f"; layout and card in {dest}")
+    result = {"rows": counts, "folder": str(dest)}
+    if not dry_run:
+        result["url"] = str(push(dest, repo_id, p.private, token))
+        result["repo_id"] = repo_id
+    return result
+
+
+STAGE = Stage(
+    name="publish", help="final shards -> a Hugging Face dataset repo (data/<config>/*.parquet + dataset card)",
+    description="Re-shard each --subset's final shards into data/<config>/train-NNNNN-of-NNNNN.parquet, write a "
+    "dataset card (YAML configs, license, language, size; how each subset was made, from its run folder; the "
+    "ablation table), then push with huggingface_hub (token from HF_TOKEN or `hf auth login`). --dry-run DIR "
+    "writes the layout there and pushes nothing.",
+    main=main, input_help=None, output_help=None, progress=False, force_help=None,
+    summary=lambda cfg, r: [f"publish: pushed to https://huggingface.co/datasets/{r['repo_id']} ({r['url']})"] if "url" in r else [],
+    options=(Option(("--subset",), "a config of the dataset and the stage run folder holding it (repeatable)",
+                    kwargs={"action": "append", "default": [], "metavar": "NAME=FOLDER"}),
+             Option(("--repo-id",), "namespace/name on the Hub (sets publish.repo_id)"),
+             Option(("--ablation",), "an ablate output folder whose table goes into the card"),
+             Option(("--dry-run",), "write the repository layout to DIR; push nothing", kwargs={"metavar": "DIR"})),
+)

@@ -18,6 +18,7 @@ import math
 import random
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +30,7 @@ from pipeline.llm.engine import sampling_for
 from pipeline.llm.step import LLMStep, cpu_threads
 from pipeline.llm.types import Request
 from pipeline.prompts import load_yaml, template
+from pipeline.stages import Call, Option, Stage
 from pipeline.stages.base import StageContext
 
 REPHRASE_FIELDS = [
@@ -288,10 +290,10 @@ class RephraseStep(LLMStep):
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         if self._encoder is None:
-            from pipeline.embed import Encoder
+            from pipeline.embed import encoder_from
 
             e = self.cfg.encoder
-            self._encoder = Encoder(e.model, e.device, e.batch_size, e.max_chars)
+            self._encoder = encoder_from(e)
         return self._encoder.encode(texts)
 
     def route(self, doc: Document) -> tuple[list[str], str]:
@@ -498,3 +500,58 @@ def report(data_dir) -> dict:
         if pairs:
             out[style]["mean_qa_pairs"] = round(float(np.mean(pairs)), 2)
     return {"rows": len(rows), "by_style": out}
+
+
+def main(cfg: Config, force: bool = False, progress: bool = True) -> dict:
+    import json
+
+    from pipeline.io.writer import atomic_write_text
+    from pipeline.stages.audit import add_audit
+    from pipeline.stages.base import run_stage
+
+    load_styles(cfg)  # an unknown style fails before the input is read or a model loads
+    stats = run_stage("rephrase", cfg, build, force=force, progress=progress)
+    out = Path(cfg.run.output)
+    if stats.get("complete") and "rephrase" not in stats:
+        stats["rephrase"] = report(out / "data")
+        atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
+    stats = add_audit(cfg, stats)
+    if stats.get("complete") and stats.get("records_out", 0) == 0:
+        raise UserError(f"rephrase produced nothing (see {out}/removed and stats.json for the reasons)")
+    return stats
+
+
+def summary(cfg: Config, stats: dict) -> list[str]:
+    from pipeline.stages.audit import audit_lines
+    from pipeline.stages.base import gate_lines
+
+    lines = gate_lines(stats) + audit_lines(stats)
+    for style, m in stats.get("rephrase", {}).get("by_style", {}).items():
+        lines.append(f"rephrase: {style}: {m['rows']} rows, {m['mean_text_tokens']:.0f} tokens on average"
+                     + (f", similarity to the source {m['mean_similarity']:.2f}" if m.get("mean_similarity") is not None else ""))
+    return lines + [f"wrote {cfg.run.output}"]
+
+
+def _styles(value: str) -> list[str]:
+    names = [s.strip() for s in value.split(",") if s.strip()]
+    return ["rephrase.route_by=mix", "rephrase.mix={" + ", ".join(f"{n}: 1" for n in names) + "}",
+            f"rephrase.styles_per_chunk={len(names)}"]
+
+
+def _plan(run) -> list:
+    src = run.out / "classify" / "data"  # scored pages: rephrasing routes them by quality
+    return [Call(src if src.is_dir() else run.out / "seeds" / "data", run.out / "rephrase")]
+
+
+STAGE = Stage(
+    name="rephrase", help="web pages -> LLM rephrasings in WRAP and Nemotron-CC styles, routed by quality",
+    description="Cut every document of --input into chunks within each style's input budget (generator tokens), "
+    "route it to styles by its quality_bucket or int_score (rephrase.routing; a fixed rephrase.mix without "
+    "scores), rewrite each chunk with the style's prompt (prompts/rephrase/), clean the replies and drop those "
+    "far from their source (rephrase.min_similarity). Writes OUTPUT/data (synthetic rows and, with "
+    "rephrase.keep_actual, the source pages as kind=actual), OUTPUT/removed (with reasons) and stats.json.",
+    main=main, summary=summary, input_help="documents (a file or folder, e.g. a seeds or classify run's data/)",
+    options=(Option(("--styles",), "comma-separated styles applied to every chunk, ignoring quality "
+                    "(e.g. wrap_medium,diverse_qa)", override=_styles),),
+    plan=_plan,
+)

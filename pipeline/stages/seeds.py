@@ -25,6 +25,7 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.formatters.base import BaseFormatter
 
 from pipeline.config import Config
+from pipeline.stages import Call, Stage
 from pipeline.stages.base import StageContext
 
 STAGE_FIELDS = [pa.field("language", pa.string()), pa.field("language_score", pa.float32())]
@@ -172,3 +173,20 @@ def build(ctx: StageContext) -> list:
             steps.append(cls(exclusion_writer=removed, **toggle.params))
     steps.append(ctx.writer("data", "main", STAGE_FIELDS))
     return steps
+
+
+def main(cfg: Config, force: bool = False, progress: bool = True) -> dict:
+    from pipeline.stages.base import run_stage
+
+    return run_stage("seeds", cfg, build, force=force, progress=progress)
+
+
+STAGE = Stage(
+    name="seeds", help="web pages -> cleaned, filtered seed shards",
+    description="Read web pages (Hub dataset, Parquet, JSONL[.gz/.zst], WARC, HTML folder), extract main text, "
+    "normalise, identify the language, apply Gopher/C4/FineWeb heuristic filters and write Parquet shards "
+    "to OUTPUT/data plus the dropped pages with reasons to OUTPUT/removed and OUTPUT/stats.json.",
+    main=main, summary=lambda cfg, stats: [f"wrote {cfg.run.output}"],
+    input_help="a path (file or folder) or a Hub dataset name (sets input.source)",
+    plan=lambda run: [Call(None, run.out / "seeds")],
+)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pipeline.errors import UserError
 from pipeline.io.writer import atomic_write_text
+from pipeline.stages import Stage
 from pipeline.train.loop import Trainer, prepare_datasets
 
 
@@ -232,3 +233,33 @@ th{{background:#f4f4f4}} td.chance{{color:#999;background:#fafafa}} img{{max-wid
 <h2>Curves</h2>{imgs}
 </body></html>
 """
+
+
+def main(cfg, force: bool = False, progress: bool = True) -> dict:
+    return ablate(cfg, cfg.run.output, force=force)
+
+
+def _plan(run):
+    import json
+
+    from pipeline.stages import Call
+
+    if run.cfg.ablate.datasets:
+        return [Call(None, run.out / "ablate")]
+    toks = {n: run.out / "tokens" / n for n in run.subsets() if (run.out / "tokens" / n / "tokens.json").exists()}
+    if len(toks) < 2:
+        return (f"{len(toks)} tokenized dataset(s) ({', '.join(toks) or 'none'}); an ablation compares two or more; "
+                "skipped")
+    return [Call(None, run.out / "ablate", ["ablate.datasets=" + json.dumps([{"name": n, "path": str(p)} for n, p in toks.items()])])]
+
+
+STAGE = Stage(
+    name="ablate", help="one model per dataset and seed, same budget -> results.json + report.html",
+    description="For every dataset in ablate.datasets and every seed in ablate.seeds, train the train section's "
+    "model on that dataset alone with the same token budget, evaluate it along the way, and write "
+    "OUTPUT/results.json, OUTPUT/report.html and PNG curves. Runs already complete are reused.",
+    main=main, input_help=None, output_help="the ablation folder", progress=False, force_help="train every run again",
+    needs=("output",), required="ablate needs --output (the folder for runs, results.json and report.html)",
+    summary=lambda cfg, res: [res["verdict"], f"wrote {cfg.run.output}/results.json and {cfg.run.output}/report.html"],
+    plan=_plan, markers=("results.json",),
+)

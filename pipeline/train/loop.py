@@ -18,7 +18,9 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+from pipeline.config import dataset_name
 from pipeline.errors import UserError
+from pipeline.stages import Option, Stage
 from pipeline.train import evaluate as ev
 from pipeline.train.data import Mixture, PackedSource, TokenFiles, validation_batches
 from pipeline.train.model import (
@@ -28,7 +30,7 @@ from pipeline.train.model import (
     flops_per_token,
     llama_config,
 )
-from pipeline.train.tokenize import dataset_name, is_tokenized, load_tokenizer, tokenize
+from pipeline.train.tokenize import is_tokenized, load_tokenizer, tokenize
 
 # train settings that change what is trained (the rest - cadence, logging, cost - may change on resume)
 _NOT_FINGERPRINTED = {"stop_after_steps", "log_every", "checkpoint_every", "keep_checkpoints", "tensorboard",
@@ -487,3 +489,36 @@ class Trainer:
             atomic_write_text(done, json.dumps(result, indent=2))
         self._barrier()
         return result
+
+
+def main(cfg, force: bool = False, progress: bool = True, input: str | None = None, output: str | None = None,
+         text_column: str | None = None) -> dict:
+    from pipeline.config import TrainDataset
+
+    if input:  # one dataset instead of train.datasets
+        cfg.train.datasets = [TrainDataset(path=input, text_column=text_column)]
+    return {**Trainer(cfg, output, force=force).run(), "output": str(output)}
+
+
+def _lines(cfg, r: dict) -> list[str]:
+    if not r.get("complete") or int(os.environ.get("RANK", "0")) != 0:
+        return []
+    val = f"{r['val_loss']:.4f}" if r.get("val_loss") is not None else "n/a (no held-out tokens)"
+    return [f"train: {r['tokens']:,} tokens, validation loss {val}",
+            *(f"  {name:<16} {t['metric']} {t['acc_norm']:.3f}  chance {t['chance']:.3f}  n={t['n']}"
+              + ("  (at chance)" if t["at_chance"] else "") for name, t in r["tasks"].items()),
+            f"wrote {r['output']}/metrics.jsonl, {r['output']}/eval.json, {r['output']}/model"]
+
+
+STAGE = Stage(
+    name="train", help="train a small llama-style model on token shards; checkpoints, metrics.jsonl, eval.json",
+    description="Train the train.preset model on train.datasets (or --input) for train.tokens tokens, evaluate "
+    "validation loss and zero-shot cloze accuracy on eval.tasks, and write OUTPUT/checkpoints, "
+    "OUTPUT/metrics.jsonl, OUTPUT/tensorboard, OUTPUT/eval.json and OUTPUT/model. A rerun resumes from the "
+    "newest checkpoint. Several GPUs: torchrun --nproc-per-node N -m pipeline.cli train ...",
+    main=main, summary=_lines, io_in_config=False, progress=False,
+    input_help="one dataset (shards or a tokenized folder) instead of train.datasets", output_help="the run folder",
+    force_help="discard the run in --output and train from scratch",
+    needs=("output",), required="train needs --output (the run folder: checkpoints, metrics.jsonl, eval.json, model/)",
+    options=(Option(("--text-column",), "the text column of --input"),),
+)

@@ -23,6 +23,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from pipeline.config import parse_where
 from pipeline.errors import StageFailed, UserError
+from pipeline.stages import Option, Stage
 
 MANIFEST = "tokens.json"
 PARTS = ("train", "val")
@@ -257,3 +258,32 @@ def tokenize(cfg, dataset, output: str | Path, force: bool = False) -> dict:
     }
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
     return manifest
+
+
+def main(cfg, force: bool = False, progress: bool = True, text_column: str | None = None, where: str | None = None) -> dict:
+    from pipeline.config import TrainDataset
+
+    return tokenize(cfg, TrainDataset(path=cfg.input.source, text_column=text_column, where=where), cfg.run.output,
+                    force=force)
+
+
+def _plan(run) -> list:
+    from pipeline.stages import Call
+
+    return [Call(folder, run.out / "tokens" / name) for name, folder in run.subsets().items()]
+
+
+STAGE = Stage(
+    name="tokenize", help="Parquet/JSONL shards -> packed token shards (uint16/uint32 + document index)",
+    description="Tokenize --input with tokenize.tokenizer (default: the generator's, SmolLM2), append an EOS to "
+    "every document, hold out tokenize.validation_fraction of the documents by a hash of their id, and write "
+    "datatrove token files to OUTPUT/train and OUTPUT/val with OUTPUT/tokens.json.",
+    main=main, input_help="Parquet/JSONL file or folder", output_help="the token folder", progress=False,
+    force_help="tokenize again into --output", needs=("input", "output"),
+    required="tokenize needs --input (Parquet/JSONL shards) and --output (the token folder)",
+    summary=lambda cfg, m: [f"tokenize: {m['documents']['train']:,} documents, {m['tokens']['train']:,} tokens for training, "
+                            f"{m['tokens']['val']:,} held out ({m['dtype']}, EOS {m['eos_token']!r}); wrote {cfg.run.output}"],
+    options=(Option(("--text-column",), "the text column (default tokenize.text_column)"),
+             Option(("--where",), 'keep rows matching "column OP value", e.g. "score >= 3"')),
+    plan=_plan, folder="tokens", markers=("*/tokens.json",),
+)
