@@ -887,6 +887,8 @@ class PublishConfig(Strict):
     task_categories: list[str] = ["text-generation"]
     pretty_name: str | None = None
     max_rows_per_shard: int = Field(default=100_000, ge=1)
+    count_tokens: bool = True  # tokens per config in the card, with tokenize.tokenizer (default: the generator's)
+    files_per_commit: int = Field(default=100, ge=1)  # without hf_xet: one commit per this many files (a rerun skips committed ones)
 
 
 class Config(Strict):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -62,3 +64,23 @@ def test_resolved_config_round_trips():
     cfg = load_config(None, ["executor.tasks=3"])
     again = Config.model_validate(yaml.safe_load(cfg.to_yaml()))
     assert again == cfg and again.hash() == cfg.hash()
+
+
+def test_every_shipped_config_loads_and_resolves():
+    """configs/*.yaml: each loads under the strict schema, and the recipes say what they promise."""
+    from pipeline.config import load_config
+    from pipeline.stages.rephrase import load_styles
+
+    folder = Path(__file__).resolve().parent.parent / "configs"
+    cfgs = {f.stem: load_config(str(f), []) for f in sorted(folder.glob("*.yaml"))}
+    assert {"default", "fineweb-edu-like", "nemotron-like", "cosmopedia-like"} <= set(cfgs)
+    edu = cfgs["fineweb-edu-like"]
+    assert edu.llm.backend == "openai" and edu.classifier.encoder == "Snowflake/snowflake-arctic-embed-m"
+    assert edu.filter.threshold == 3 and edu.classifier.threshold == 3 and edu.annotate.template == "edu"
+    ncc = cfgs["nemotron-like"]
+    assert len(ncc.classify.classifiers) == 3 and ncc.classify.ensemble and ncc.classify.bins == 20
+    assert set(ncc.rephrase.routing["high"]) == {"diverse_qa", "distill", "extract_knowledge", "knowledge_list"}
+    assert ncc.rephrase.routing["low"] == ["wrap_medium"]
+    load_styles(ncc)  # every routed style exists in prompts/rephrase/styles.yaml
+    for cfg in cfgs.values():
+        assert cfg.hash() and cfg.executor.kind in ("local", "slurm", "ray")

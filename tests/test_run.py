@@ -34,7 +34,7 @@ def run_args(out: Path) -> list[str]:
             *s("decontaminate.benchmarks", json.dumps([str(need(BENCH / "arc_easy.jsonl")), str(BENCH / "piqa.jsonl")])),
             *s("train.tokens", 16384), *s("train.seq_len", 64), *s("train.micro_batch_size", 8),
             *s("train.warmup_steps", 2), *s("train.log_every", 4), *s("tokenize.validation_fraction", 0.2),
-            *s("eval.val_batches", 2), *NO_GATE]
+            *s("eval.val_batches", 2), *s("llm.cost_per_gpu_hour", 2.5), *NO_GATE]
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +153,36 @@ def test_report_renders_in_a_real_browser(full_run, tmp_path):
     near = lambda c: sum(1 for p in px if sum(abs(a - b) for a, b in zip(p, c)) < 40)  # noqa: E731
     assert near((0x1F, 0x77, 0xB4)) > 2000 and near((0xD6, 0x27, 0x28)) > 300
     assert sum(1 for p in px if p != (255, 255, 255)) > 0.05 * len(px)
+
+
+def test_the_card_of_a_full_run_has_tokens_and_cost_per_config(full_run, tmp_path):
+    """Publish the run's three datasets to the local Hub server: the card (built with huggingface_hub's
+    DatasetCard) passes the server's validate-yaml, and names tokens, GPU-hours and cost per config."""
+    import yaml
+
+    from tests.hub_server import Hub
+
+    out, _ = full_run
+    token = "hf_cardtest0123456789"
+    subsets = [f"{n}={out / 'decontaminate' / n}" for n in ("textbooks", "rephrased", "filtered-web")
+               if (out / "decontaminate" / n / "data").is_dir()]
+    assert len(subsets) >= 2
+    with Hub(token) as hub:
+        env = {"HF_TOKEN": token, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1",
+               "HF_HOME": str(tmp_path / "hf-home")}
+        r = synthweb("publish", *[a for x in subsets for a in ("--subset", x)], "--repo-id", "me/run",
+                     "--ablation", str(out / "ablate"), "--set", f"run.output={tmp_path / 'work'}", env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert [q for q in hub.requests if q["kind"] == "validate-yaml"]  # the Hub's check ran, and passed
+        card = hub.repos["me/run"]["files"]["README.md"].decode()
+    facts = json.loads((tmp_path / "work" / "_publish" / "publish.json").read_text())["configs"]
+    assert yaml.safe_load(card.split("---")[1])["configs"]
+    for name, f in facts.items():
+        assert f["tokens"] > f["rows"] > 0 and f["tokenizer"]
+        assert f"| `{name}` | {f['rows']:,} | {f['tokens']:,} |" in card
+    t = facts["textbooks"]
+    assert t["gpu_hours"] > 0 and abs(t["cost_usd"] - 2.5 * t["gpu_hours"]) < 0.01  # llm.cost_per_gpu_hour 2.5
+    assert "compute (generate, transformers)" in card and "tokens (tokenizer `" in card and "## Ablation" in card
 
 
 def test_rerun_reuses_every_stage(full_run):

@@ -61,8 +61,12 @@ def _size_category(n: int) -> str:
     return "1B<n<10B"
 
 
-def _write_subset(name: str, shards: list[Path], dest: Path, max_rows: int) -> int:
-    """Re-shard into data/<name>/train-i-of-N.parquet (atomic per file); returns the row count."""
+def _write_subset(name: str, shards: list[Path], dest: Path, max_rows: int, tok=None) -> dict:
+    """Re-shard into data/<name>/train-i-of-N.parquet (atomic per file); returns what the card says of it:
+    rows, tokens (with ``tok``), characters, the models and sampling that wrote the rows, and the stage
+    runs (stage, config hash) named in the rows' history."""
+    from collections import Counter
+
     import pyarrow.parquet as pq
 
     rows = sum(pq.ParquetFile(s).metadata.num_rows for s in shards)
@@ -86,10 +90,12 @@ def _write_subset(name: str, shards: list[Path], dest: Path, max_rows: int) -> i
         tmp.rename(folder / f"train-{idx:05d}-of-{n:05d}.parquet")
 
     per_file = math.ceil(rows / n)
+    facts = {"rows": rows, "tokens": 0, "chars": 0, "models": Counter(), "sampling": Counter(), "lineage": set()}
     open_next()
     for s in shards:
         for batch in pq.ParquetFile(s).iter_batches(batch_size=1000):
             batch = batch.select(schema.names) if batch.schema.names != schema.names else batch
+            _count(batch, facts, tok)
             start = 0
             while start < batch.num_rows:
                 take = min(batch.num_rows - start, per_file - in_file)
@@ -101,7 +107,58 @@ def _write_subset(name: str, shards: list[Path], dest: Path, max_rows: int) -> i
                     idx += 1
                     open_next()
     close()
-    return rows
+    return facts
+
+
+def _count(batch, facts: dict, tok) -> None:
+    cols = batch.schema.names
+    texts = [t or "" for t in batch.column("text").to_pylist()] if "text" in cols else []
+    facts["chars"] += sum(len(t) for t in texts)
+    if tok is not None and texts:
+        facts["tokens"] += sum(len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False))
+    if "model" in cols:
+        engines = batch.column("engine").to_pylist() if "engine" in cols else [None] * batch.num_rows
+        facts["models"].update(f"{m} ({e})" if e else str(m) for m, e in zip(batch.column("model").to_pylist(), engines) if m)
+    if "sampling" in cols:  # per teacher, without the per-request seed
+        teachers = batch.column("teacher").to_pylist() if "teacher" in cols else [None] * batch.num_rows
+        for t, x in zip(teachers, batch.column("sampling").to_pylist()):
+            if x:
+                d = {k: v for k, v in json.loads(x).items() if k != "seed"}
+                facts["sampling"][(t or "", json.dumps(d, sort_keys=True))] += 1
+    if "history" in cols:
+        for h in batch.column("history").to_pylist():
+            facts["lineage"].update((e["stage"], e["config_hash"]) for e in h or [])
+
+
+def _lineage_stats(run: Path, lineage: set) -> list[dict]:
+    """stats.json of every stage run named in the rows' history: in the subset's run folder, and in the
+    `synthweb run` folder around it (where run.json is)."""
+    roots = [run] + [a for a in (run.parent, run.parent.parent) if (a / "run.json").exists()]
+    found, seen = [], set()
+    for root in roots:
+        for f in [root / "stats.json", *root.glob("*/stats.json"), *root.glob("*/*/stats.json")]:
+            if f in seen or not f.is_file() or "_logs" in f.parts:
+                continue
+            seen.add(f)
+            st = json.loads(f.read_text())
+            if isinstance(st, dict) and (st.get("stage"), st.get("config_hash")) in lineage or f == run / "stats.json":
+                found.append(st)
+    return found
+
+
+def _compute(stats: list[dict]) -> dict:
+    """GPU-hours and cost of the LLM stages among ``stats`` (the engine's busy time x devices)."""
+    per = {}
+    for st in stats:
+        llm = st.get("llm") or {}
+        if llm.get("gpu_hours") is not None:
+            x = per.setdefault(st["stage"], {"gpu_hours": 0.0, "cost_usd": None, "engine": llm.get("engine")})
+            x["gpu_hours"] = round(x["gpu_hours"] + llm["gpu_hours"], 5)
+            if llm.get("cost_usd") is not None:
+                x["cost_usd"] = round((x["cost_usd"] or 0) + llm["cost_usd"], 4)
+    total = round(sum(v["gpu_hours"] for v in per.values()), 5)
+    costs = [v["cost_usd"] for v in per.values() if v["cost_usd"] is not None]
+    return {"by_stage": per, "gpu_hours": total, "cost_usd": round(sum(costs), 4) if costs else None}
 
 
 def _run_facts(run: Path) -> dict:
@@ -116,18 +173,35 @@ def _run_facts(run: Path) -> dict:
     return facts
 
 
-def _subset_section(name: str, rows: int, facts: dict) -> str:
+def _subset_section(name: str, rows: int, facts: dict, data: dict, tokenizer: str) -> str:
     st, cfg = facts.get("stats", {}), facts.get("config", {})
     cfg = cfg.get("config", cfg) if isinstance(cfg, dict) else {}
     stage = st.get("stage", "?")
     lines = [f"### `{name}`", "", f"- rows: {rows:,}; made by the `{stage}` stage"]
+    if data.get("tokens"):
+        lines.append(f"- tokens: {data['tokens']:,} (tokenizer `{tokenizer}`, no special tokens); mean "
+                     f"{data['tokens'] / rows:,.0f} tokens ({data['chars'] / rows:,.0f} characters) per document")
+    if data.get("models"):
+        lines.append("- written by: " + ", ".join(f"`{m}` {c:,} rows" for m, c in data["models"].most_common()))
+    for (teacher, sampling), c in data.get("sampling", {}).most_common(4):
+        lines.append(f"- sampling{' of teacher `' + teacher + '`' if teacher else ''} ({c:,} rows): `{sampling}`")
+    for up in data.get("upstream", []):
+        g = up.get("quality_gate")
+        if g and g.get("checked"):
+            fails = ", ".join(f"{k} {v}" for k, v in g.get("failed_by_check", {}).items())
+            lines.append(f"- quality gate ({up['stage']}): {g['passed']:,} of {g['checked']:,} replies passed "
+                         f"({g['passed'] / g['checked']:.0%})" + (f"; failures: {fails}" if fails else ""))
+    comp = data.get("compute", {})
+    for st_name, x in comp.get("by_stage", {}).items():
+        cost = f"${x['cost_usd']:,.2f}" if x["cost_usd"] is not None else "not priced (llm.cost_per_gpu_hour is 0)"
+        lines.append(f"- compute ({st_name}, {x['engine']}): {x['gpu_hours']:.4f} GPU-hours, cost {cost}")
     if "records_in" in st:
         lines.append(f"- documents in: {st['records_in']:,}, out: {st.get('records_out', 0):,}")
     if st.get("dropped_by_reason"):
         drops = ", ".join(f"{k} {v:,}" for k, v in sorted(st["dropped_by_reason"].items(), key=lambda kv: -kv[1]))
         lines.append(f"- dropped, by reason: {drops}")
     llm = cfg.get("llm") or {}
-    if stage in ("generate", "rephrase", "annotate", "infer") and llm:
+    if stage in ("generate", "rephrase", "annotate", "infer") and llm and not data.get("models"):
         lines.append(f"- model: `{llm.get('model')}` ({llm.get('backend')}), sampling {json.dumps(llm.get('sampling', {}))}")
     if stage == "generate":
         g = cfg.get("generate", {})
@@ -177,6 +251,12 @@ def _ablation_section(path: Path) -> str:
             + f"\n| chance | | {chance} |\n\n{res['verdict'].removeprefix('ablate: ')}\n")
 
 
+def _tokenizer(cfg):
+    from pipeline.train.tokenize import load_tokenizer, resolve_tokenizer
+
+    return load_tokenizer(resolve_tokenizer(cfg.tokenize.tokenizer, cfg.llm.model, cfg.llm.model_cache_dir))
+
+
 def build(cfg, subsets: dict[str, str], dest: str | Path, ablation: str | None = None) -> dict:
     """Write the repository layout and the card into ``dest``; returns the row count per config."""
     p = cfg.publish
@@ -188,35 +268,55 @@ def build(cfg, subsets: dict[str, str], dest: str | Path, ablation: str | None =
     dest = Path(dest)
     found = {name: final_shards(path) for name, path in subsets.items()}  # every subset checked before writing
     dest.mkdir(parents=True, exist_ok=True)
-    counts, sections = {}, []
+    tokenizer = cfg.tokenize.tokenizer or cfg.llm.model
+    tok = _tokenizer(cfg) if p.count_tokens else None
+    counts, sections, per = {}, [], {}
     for name, (run, shards) in found.items():
-        counts[name] = _write_subset(name, shards, dest, p.max_rows_per_shard)
-        sections.append(_subset_section(name, counts[name], _run_facts(run)))
+        data = _write_subset(name, shards, dest, p.max_rows_per_shard, tok)
+        data["upstream"] = _lineage_stats(run, data["lineage"])
+        data["compute"] = _compute(data["upstream"])
+        counts[name] = data["rows"]
+        per[name] = data
+        sections.append(_subset_section(name, counts[name], _run_facts(run), data, tokenizer))
     for stale in (dest / "data").iterdir():
         if stale.is_dir() and stale.name not in counts:
             shutil.rmtree(stale)
-    meta = {
-        "license": p.license, "language": p.language, "task_categories": p.task_categories,
-        "size_categories": [_size_category(sum(counts.values()))], "tags": ["synthetic", "synthweb"],
-        "pretty_name": p.pretty_name or (p.repo_id or dest.name).split("/")[-1],
-        "configs": [{"config_name": n, "data_files": [{"split": "train", "path": f"data/{n}/*.parquet"}],
-                     **({"default": True} if i == 0 else {})} for i, n in enumerate(counts)],
-    }
-    table = "\n".join(f"| `{n}` | {c:,} | `data/{n}/` |" for n, c in counts.items())
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    pretty = p.pretty_name or (p.repo_id or dest.name).split("/")[-1]
+    meta = DatasetCardData(
+        license=p.license, language=p.language, task_categories=p.task_categories,
+        size_categories=[_size_category(sum(counts.values()))], tags=["synthetic", "synthweb"], pretty_name=pretty,
+        configs=[{"config_name": n, "data_files": [{"split": "train", "path": f"data/{n}/*.parquet"}],
+                  **({"default": True} if i == 0 else {})} for i, n in enumerate(counts)],
+    )
+
+    def money(c):
+        return f"${c:,.2f}" if c is not None else "-"
+
+    table = "\n".join(f"| `{n}` | {c:,} | {per[n]['tokens']:,} | {per[n]['tokens'] / c:,.0f} | "
+                      f"{per[n]['compute']['gpu_hours']:.4f} | {money(per[n]['compute']['cost_usd'])} | `data/{n}/` |"
+                      for n, c in counts.items())
     body = [
-        f"# {meta['pretty_name']}", "",
+        f"# {pretty}", "",
         f"Pretraining data for small language models, built with synthweb {__version__} from web pages "
         "(seeds -> generation / rephrasing / quality filtering -> dedup and decontamination).", "",
-        "| config | rows | files |", "|---|---|---|", table, "",
+        "| config | rows | tokens | mean tokens | GPU-hours | cost | files |", "|---|---|---|---|---|---|---|", table, "",
+        f"Tokens are counted with the `{tokenizer}` tokenizer. GPU-hours are the LLM stages' engine busy time "
+        "times their devices, from each stage's stats.json (on a CPU run: CPU busy hours); cost is GPU-hours x "
+        "`llm.cost_per_gpu_hour` when that is set.", "",
         "```python", "from datasets import load_dataset",
         f"ds = load_dataset(\"{p.repo_id or dest}\", \"{next(iter(counts))}\", split=\"train\")", "```", "",
         "## How each subset was made", "", "\n\n".join(sections), "",
     ]
     if ablation:
         body.append(_ablation_section(Path(ablation)))
-    card = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(body)
+    card = str(DatasetCard(f"---\n{meta.to_yaml()}\n---\n\n" + "\n".join(body)))
+    validate_card(card, dest)
     atomic_write_text(dest / "README.md", card)
-    atomic_write_text(dest / "publish.json", json.dumps({"configs": counts, "repo_id": p.repo_id}, indent=2))
+    summary = {n: {"rows": d["rows"], "tokens": d["tokens"], "tokenizer": tokenizer, "chars": d["chars"],
+                   "gpu_hours": d["compute"]["gpu_hours"], "cost_usd": d["compute"]["cost_usd"]} for n, d in per.items()}
+    atomic_write_text(dest / "publish.json", json.dumps({"configs": summary, "repo_id": p.repo_id}, indent=2))
     return counts
 
 
@@ -231,29 +331,118 @@ def hub_token() -> str:
     return token
 
 
-def push(folder: str | Path, repo_id: str, private: bool, token: str, retries: int = 6, log=print) -> str:
-    """Create the dataset repo (if needed) and upload the folder, retrying on 429 and 5xx with back-off."""
-    from huggingface_hub import HfApi
+def _error_line(e: BaseException) -> str:
+    """One line for an upload error: what failed (huggingface_hub wraps an LFS upload's HTTP error in
+    "Error while uploading 'path'"), the HTTP status and the server's own message."""
     from huggingface_hub.errors import HfHubHTTPError
 
+    outer = str(e).splitlines()[0] if str(e) else type(e).__name__
+    inner = e
+    while inner.__cause__ is not None and not isinstance(inner, HfHubHTTPError):
+        inner = inner.__cause__
+    status = getattr(getattr(inner, "response", None), "status_code", None)
+    said = getattr(inner, "server_message", None) or (str(inner).splitlines()[0] if str(inner) else type(inner).__name__)
+    said = said.strip().splitlines()[0] if said.strip() else ""
+    parts = [outer] if inner is not e else []
+    parts.append(f"HTTP {status}: {said}" if status else said)
+    return " - ".join(p.rstrip(".") for p in parts if p)
+
+
+def transfer_mode() -> str:
+    """How huggingface_hub sends large files here: "xet" when hf_xet is installed and HF_HUB_DISABLE_XET is
+    unset (the client decides; the server's preupload answer only chooses regular vs large-file), else "lfs"."""
+    from huggingface_hub.utils._runtime import is_xet_available
+
+    return "xet" if is_xet_available() else "lfs"
+
+
+def _upload(api, folder: Path, repo_id: str, files_per_commit: int, log) -> str:
+    """Upload in commits of ``files_per_commit`` files, data first and the card last. Resumable: the
+    client asks the Hub for the oid of each file (preupload) and leaves out those it already has, and the
+    LFS batch endpoint leaves out objects already stored, so a rerun sends only what is missing."""
+    from huggingface_hub import CommitOperationAdd
+
+    files = sorted((f for f in folder.rglob("*") if f.is_file() and f.name != "publish.json"),
+                   key=lambda f: (f.name == "README.md", str(f)))
+    if transfer_mode() == "xet":  # huggingface_hub's own pipeline: multi-commit, resumable by rerunning
+        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
+                                 commit_message=f"synthweb {__version__}: publish", ignore_patterns=["publish.json"])
+        return str(getattr(info, "commit_url", info))
+    batches = [files[i : i + files_per_commit] for i in range(0, len(files), files_per_commit)]
+    url = ""
+    for n, batch in enumerate(batches, 1):
+        ops = [CommitOperationAdd(path_in_repo=f.relative_to(folder).as_posix(), path_or_fileobj=str(f)) for f in batch]
+        part = f" ({n}/{len(batches)})" if len(batches) > 1 else ""
+        info = api.create_commit(repo_id=repo_id, repo_type="dataset", operations=ops,
+                                 commit_message=f"synthweb {__version__}: publish{part}")
+        url = str(getattr(info, "commit_url", info))
+        if len(batches) > 1:
+            log(f"publish: commit {n}/{len(batches)} ({len(batch)} files)")
+    return url
+
+
+def validate_card(text: str, folder: Path | None = None) -> None:
+    """The card parses as a dataset card and its configs point at files that exist; the Hub's own check
+    (its validate-yaml endpoint, as huggingface_hub's ``DatasetCard.validate``) runs before a push."""
+    from huggingface_hub import DatasetCard
+
+    card = DatasetCard(text)
+    meta = card.data.to_dict()
+    if not meta.get("license"):
+        raise UserError("publish: the dataset card has no license (publish.license)")
+    for c in meta.get("configs") or []:
+        for df in c.get("data_files") or []:
+            if folder is not None and not list(folder.glob(df["path"])):
+                raise UserError(f"publish: card config {c.get('config_name')!r} names {df['path']}, which matches no file")
+
+
+def push(folder: str | Path, repo_id: str, private: bool, token: str, retries: int = 6, log=print,
+         files_per_commit: int = 100) -> str:
+    """Create the dataset repo (if needed), have the Hub validate the card, and upload the folder;
+    429/5xx and dropped connections are retried with back-off, and a rerun resumes."""
+    import sys
+
+    from huggingface_hub import DatasetCard, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import disable_progress_bars
+
+    if not sys.stderr.isatty():  # batch logs: no per-file progress bars
+        disable_progress_bars()
+    folder = Path(folder)
     api = HfApi(token=token)
     for attempt in range(retries + 1):
         try:
             api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-            info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
-                                     commit_message=f"synthweb {__version__}: publish", ignore_patterns=["publish.json"])
-            return str(getattr(info, "commit_url", info))
-        except HfHubHTTPError as e:
-            status = getattr(e.response, "status_code", None)
-            if status == 401 or status == 403:
+            try:
+                DatasetCard.load(folder / "README.md", repo_type="dataset").validate(repo_type="dataset")
+            except ValueError as e:
+                raise UserError(f"publish: the Hub refused the dataset card: {str(e).splitlines()[0]}") from None
+            return _upload(api, folder, repo_id, files_per_commit, log)
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - HTTP errors, and the client's wrappers around them
+            inner = e
+            while inner.__cause__ is not None and not isinstance(inner, HfHubHTTPError):
+                inner = inner.__cause__
+            status = getattr(getattr(inner, "response", None), "status_code", None)
+            if status in (401, 403):
                 raise UserError(f"publish: the Hub refused the token for {repo_id} (HTTP {status}); "
                                 "log in again with `hf auth login` with a write token") from None
-            if status not in (429, 500, 502, 503, 504) or attempt == retries:
-                raise UserError(f"publish: pushing to {repo_id} failed: HTTP {status}: {str(e).splitlines()[0]}") from None
+            transient = status in (429, 500, 502, 503, 504) or (status is None and _is_network(inner))
+            if not transient or attempt == retries:
+                raise UserError(f"publish: pushing to {repo_id} failed: {_error_line(e)}; rerun "
+                                "the same command: files the Hub already has are not sent again") from None
             wait = min(60, 2 ** attempt)
-            log(f"publish: HTTP {status}, retrying in {wait} s ({attempt + 1}/{retries})")
+            log(f"publish: {'HTTP ' + str(status) if status else type(inner).__name__}, retrying in {wait} s "
+                f"({attempt + 1}/{retries})")
             time.sleep(wait)
     raise AssertionError("unreachable")
+
+
+def _is_network(e: BaseException) -> bool:
+    """A dropped connection or a timeout (huggingface_hub's HTTP client is httpx, or its fork httpx2)."""
+    return isinstance(e, (ConnectionError, TimeoutError)) or any(
+        c.__name__ == "TransportError" and c.__module__.split(".")[0] in ("httpx", "httpx2") for c in type(e).__mro__)
 
 
 def main(cfg, force: bool = False, progress: bool = True, subset: list[str] | None = None, repo_id: str | None = None,
@@ -277,7 +466,7 @@ def main(cfg, force: bool = False, progress: bool = True, subset: list[str] | No
     print("publish: " + ", ".join(f"{n} {c:,} rows" for n, c in counts.items()) + f"; layout and card in {dest}")
     result = {"rows": counts, "folder": str(dest)}
     if not dry_run:
-        result["url"] = str(push(dest, repo_id, p.private, token))
+        result["url"] = str(push(dest, repo_id, p.private, token, files_per_commit=p.files_per_commit))
         result["repo_id"] = repo_id
     return result
 
