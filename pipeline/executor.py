@@ -31,6 +31,34 @@ class QuietLocalExecutor(LocalPipelineExecutor):
             devnull.close()
 
 
+def check_executor(cfg: ExecutorConfig) -> None:
+    """Before anything is written: the cluster named by the config is there (one line if not)."""
+    import shutil
+    import subprocess
+
+    if cfg.kind == "slurm":
+        if not shutil.which("sbatch"):
+            raise UserError("executor.kind is slurm but sbatch is not on PATH: run on a Slurm login node (or install "
+                            "Slurm's client tools), or use executor.kind local or ray")
+        if not cfg.slurm.partition:
+            raise UserError("executor.kind is slurm but executor.slurm.partition is not set")
+        r = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=60)
+        known = sorted(set(r.stdout.split()))
+        if r.returncode == 0 and cfg.slurm.partition not in known:
+            raise UserError(f"executor.slurm.partition {cfg.slurm.partition!r}: no such partition "
+                            f"(sinfo lists: {', '.join(known) or 'none'})")
+    if cfg.kind == "ray" and cfg.ray.address and cfg.ray.address != "auto":
+        import socket
+
+        hostport = cfg.ray.address.split("://", 1)[-1]
+        host, _, port = hostport.rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port or 6379)), timeout=5).close()
+        except (OSError, ValueError):
+            raise UserError(f"executor.ray.address {cfg.ray.address!r} does not answer (is the cluster up? "
+                            "`ray start --head` starts one; `ray status` shows it)") from None
+
+
 def build_executor(cfg: ExecutorConfig, pipeline: list, logging_dir: str, tasks: int | None = None, depends=None, job_suffix: str = ""):
     tasks = tasks or cfg.tasks
     workers = cfg.workers if cfg.workers != -1 else tasks

@@ -48,6 +48,10 @@ class Runner:
         if output:
             self.overrides.append(f"run.output={output}")
         self.cfg = load_config(config, self.overrides)  # a bad config fails here, before any stage
+        if self.cfg.executor.kind == "slurm":  # a stage returns once sbatch took its jobs: the next would read nothing
+            raise UserError("synthweb run chains stages in this process, and a Slurm stage returns when its jobs are "
+                            "submitted; run the stages one by one (each prints when its finalize job is queued, and "
+                            "`squeue` shows it), or run `synthweb run` inside an allocation with executor.kind local")
         self.out = Path(self.cfg.run.output)
         self.force, self.progress, self.log = force, progress, log
         order = run_stages()

@@ -256,6 +256,9 @@ def run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], fo
     """Run one stage end to end (or resume it) under the output folder's lock; returns the stats dict
     also written to stats.json. ``extra_hash`` joins the config hash (e.g. the fingerprints of the
     classifiers a stage applies)."""
+    from pipeline.executor import check_executor
+
+    check_executor(cfg.executor)
     with output_lock(Path(cfg.run.output), stage):
         return _run_stage(stage, cfg, build, force, progress, needs_input, printer, extra_hash)
 

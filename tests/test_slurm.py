@@ -1,0 +1,132 @@
+"""Stages on a real Slurm cluster: a single node on 127.0.0.1 (scripts/slurm-up.sh: munge, slurmctld,
+slurmd, 2 CPUs). Seeds and an LLM stage give the local executor's ids; a scancel'd stage resumes on a
+rerun without redoing its completed tasks; bad cluster input is one line.
+
+Without root or Slurm these tests skip with the reason; with SYNTHWEB_REQUIRE_SLURM=1 (CI sets it) a
+cluster that cannot start is a failure instead."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, read_rows, real_pages, synthweb, write_prompts
+
+
+def _unavailable(reason: str):
+    if os.environ.get("SYNTHWEB_REQUIRE_SLURM") == "1":
+        pytest.fail(f"Slurm tests required (SYNTHWEB_REQUIRE_SLURM=1) but {reason}")
+    print(f"\n{'=' * 70}\nSKIPPED: Slurm tests: {reason}\n{'=' * 70}")
+    pytest.skip(f"Slurm tests: {reason}")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if os.geteuid() != 0:
+        _unavailable("scripts/slurm-up.sh needs root to start munge, slurmctld and slurmd")
+    r = subprocess.run([str(REPO / "scripts" / "slurm-up.sh")], capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        _unavailable(f"the single-node cluster did not start: {(r.stderr or r.stdout).strip()[-500:]}")
+    yield ["--set", "executor.kind=slurm", "--set", "executor.slurm.partition=cpu", "--set", "executor.slurm.time=00:20:00",
+           "--set", f"executor.slurm.env_command=source {REPO / '.venv' / 'bin' / 'activate'}",
+           "--set", "executor.slurm.mem_per_cpu_gb=1", "--no-progress"]
+    subprocess.run(["scancel", "--user=root"], capture_output=True)
+
+
+def wait_complete(out: Path, timeout: float = 600) -> dict:
+    """stats.json of a Slurm stage, once its finalize job wrote it (the jobs' logs on a timeout)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        f = out / "stats.json"
+        if f.exists() and json.loads(f.read_text()).get("complete"):
+            return json.loads(f.read_text())
+        time.sleep(1)
+    logs = "\n".join(f"{p}: {p.read_text()[-800:]}" for p in sorted((out / "_logs").rglob("*.out"))[-4:])
+    queue = subprocess.run(["squeue"], capture_output=True, text=True).stdout
+    pytest.fail(f"{out}: not complete after {timeout} s\nsqueue:\n{queue}\n{logs}")
+
+
+def ids(folder: Path) -> list[str]:
+    return sorted(r["id"] for r in read_rows(folder))
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory) -> Path:
+    f = tmp_path_factory.mktemp("slurm") / "pages.jsonl"
+    f.write_text("".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in real_pages(120, 2000)))
+    return f
+
+
+def test_seeds_on_slurm_gives_the_local_ids(cluster, pages, tmp_path):
+    local, remote = tmp_path / "local", tmp_path / "slurm"
+    r = synthweb("seeds", "--input", str(pages), "--output", str(local), "--set", "executor.tasks=3", "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = synthweb("seeds", "--input", str(pages), "--output", str(remote), "--set", "executor.tasks=3", *cluster)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "submitted to Slurm" in r.stdout
+    stats = wait_complete(remote)
+    assert ids(remote / "data") == ids(local / "data") and ids(remote / "removed") == ids(local / "removed")
+    assert stats["records_in"] == 120 and stats["complete"]
+    assert list((remote / "_logs" / "slurm_logs").glob("*.out"))  # the work ran in Slurm jobs
+
+
+def test_an_llm_stage_on_slurm_loads_its_model_in_the_job(cluster, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    write_prompts(prompts, 4, 300)
+    common = ["--input", str(prompts), "--set", "input.text_key=prompt", "--set", "executor.tasks=2",
+              "--set", "llm.sampling.max_tokens=12", "--set", "llm.sampling.temperature=0", "--set", "llm.cache.enabled=false"]
+    local, remote = tmp_path / "local", tmp_path / "slurm"
+    r = synthweb("infer", *common, "--output", str(local), "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = synthweb("infer", *common, "--output", str(remote), *cluster)
+    assert r.returncode == 0, r.stderr[-2000:]
+    stats = wait_complete(remote, 900)
+    assert ids(remote / "data") == ids(local / "data") and stats["records_out"] == 4
+    assert {r["id"]: r["text"] for r in read_rows(remote / "data")} == {r["id"]: r["text"] for r in read_rows(local / "data")}
+
+
+def test_scancel_then_rerun_completes_without_redoing_tasks(cluster, pages, tmp_path):
+    out = tmp_path / "slurm"
+    args = ["--input", str(pages), "--output", str(out), "--set", "executor.tasks=4", "--set", "executor.workers=1", *cluster]
+    r = synthweb("seeds", *args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    done = out / "_logs" / "completions"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(done.glob("*"))) < 1:
+        time.sleep(0.5)
+    assert len(list(done.glob("*"))) >= 1, "no task completed"
+    subprocess.run(["scancel", "--user=root"], check=True)
+    time.sleep(2)
+    first = {p.name for p in done.glob("*")}
+    assert len(first) < 4, "every task finished before scancel; the test needs a slower stage"
+    r = synthweb("seeds", *args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    wait_complete(out)
+    reran = sorted(int(p.stem.split("_")[-1]) for p in (out / "_logs" / "slurm_logs").glob("*.out"))
+    local = tmp_path / "local"
+    assert synthweb("seeds", "--input", str(pages), "--output", str(local), "--set", "executor.tasks=4",
+                    "--no-progress").returncode == 0
+    assert ids(out / "data") == ids(local / "data")
+    ranks = json.loads((out / "_logs" / "ranks_to_run.json").read_text())
+    assert not set(map(int, first)) & set(ranks), f"completed tasks {first} were submitted again ({ranks}; logs {reran})"
+
+
+def test_bad_cluster_input_is_one_line(cluster, pages, tmp_path):
+    base = ["seeds", "--input", str(pages), "--no-progress", "--set", "executor.kind=slurm"]
+    r = synthweb(*base, "--output", str(tmp_path / "a"), "--set", "executor.slurm.partition=gpuz")
+    assert r.returncode == 2 and "executor.slurm.partition 'gpuz': no such partition (sinfo lists: cpu)" in r.stderr
+    r = synthweb(*base, "--output", str(tmp_path / "b"), "--set", "executor.slurm.partition=cpu",
+                 env={"PATH": str(REPO / ".venv" / "bin")})
+    assert r.returncode == 2 and "sbatch is not on PATH" in r.stderr
+    r = synthweb("seeds", "--input", str(pages), "--output", str(tmp_path / "c"), "--no-progress",
+                 "--set", "executor.kind=ray", "--set", "executor.ray.address=127.0.0.1:1")
+    assert r.returncode == 2 and "executor.ray.address '127.0.0.1:1' does not answer" in r.stderr
+    r = synthweb("run", "--output", str(tmp_path / "d"), *cluster)
+    assert r.returncode == 2 and "synthweb run chains stages in this process" in r.stderr
+    for d in "abcd":
+        assert not (tmp_path / d / "_logs").exists() and "Traceback" not in r.stderr
