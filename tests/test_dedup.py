@@ -214,13 +214,3 @@ def test_a_changed_input_between_passes_is_an_error_not_a_wrong_drop(tmp_path):
     with pytest.raises(StageFailed, match=r"document 2 is 'd2', the decision was made for 'd1'"):
         list(DuplicateFilter(str(tmp_path / "dec"), Removed()).run(iter([docs[0], docs[2]])))
 
-
-def test_exact_and_semantic_dedup_refuse_slurm_in_one_line(tmp_path):
-    docs = tmp_path / "docs.jsonl"
-    docs.write_text(json.dumps({"id": "a", "text": "One page of text."}) + "\n")
-    for method in ("exact", "semantic", "minhash"):
-        r = synthweb("dedup", "--input", str(docs), "--output", str(tmp_path / method), "--method", method,
-                     "--set", "executor.kind=slurm", "--set", "executor.slurm.partition=cpu")
-        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
-        assert f"dedup --method {method} runs its passes on the local or ray executor" in r.stderr
-        assert not (tmp_path / method / "_logs" / "state.json").exists()

@@ -90,6 +90,25 @@ def test_an_llm_stage_on_slurm_loads_its_model_in_the_job(cluster, tmp_path):
     assert {r["id"]: r["text"] for r in read_rows(remote / "data")} == {r["id"]: r["text"] for r in read_rows(local / "data")}
 
 
+def test_dedup_on_slurm_every_method_gives_the_local_ids(cluster, pages, tmp_path):
+    """MinHash (signatures, buckets, clusters, representatives, filter), exact (hashes, decisions,
+    filter) and semantic (embeddings, decisions, filter) as chains of dependent jobs, submitted at once."""
+    docs = tmp_path / "docs.jsonl"
+    rows = [json.loads(line) for line in pages.read_text().splitlines()][:40]
+    extra = [{"id": f"{r['id']}-copy", "text": r["text"]} for r in rows[:6]]  # exact copies: every method drops them
+    docs.write_text("".join(json.dumps(r) + "\n" for r in rows + extra))
+    for method in ("minhash", "exact", "semantic"):
+        local, remote = tmp_path / f"{method}-local", tmp_path / f"{method}-slurm"
+        common = ["--input", str(docs), "--method", method, "--set", "executor.tasks=2"]
+        r = synthweb("dedup", *common, "--output", str(local), "--no-progress")
+        assert r.returncode == 0, r.stderr[-2000:]
+        r = synthweb("dedup", *common, "--output", str(remote), *cluster)
+        assert r.returncode == 0, (method, r.stderr[-2000:])
+        wait_complete(remote, 900)
+        assert ids(remote / "data") == ids(local / "data"), method
+        assert ids(remote / "removed") == ids(local / "removed") and len(ids(local / "removed")) >= 6, method
+
+
 def test_scancel_then_rerun_completes_without_redoing_tasks(cluster, pages, tmp_path):
     out = tmp_path / "slurm"
     args = ["--input", str(pages), "--output", str(out), "--set", "executor.tasks=4", "--set", "executor.workers=1", *cluster]

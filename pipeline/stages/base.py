@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
@@ -125,6 +125,18 @@ class StageContext:
     plan: InputPlan | None
     run_id: str
     config_hash: str
+    depends: Any = None  # on Slurm: the last preparation job, which the stage's own job waits for
+
+    def run_first(self, pipeline: list, logging_dir: Path, tasks: int | None = None, name: str = "") -> None:
+        """A preparation pass (MinHash signatures, hash buckets, decisions...) before the stage's own
+        steps. Locally and on Ray it runs now; on Slurm it is submitted as a job the next pass (and in the
+        end the stage) depends on, so nothing waits in the launching process."""
+        ex = build_executor(self.cfg.executor, pipeline, str(logging_dir), tasks=tasks, depends=self.depends,
+                            job_suffix=f"-{name}" if name else "")
+        if self.cfg.executor.kind == "slurm":
+            self.depends = ex
+        else:
+            ex.run()
 
     @property
     def logging_dir(self) -> Path:
@@ -316,7 +328,7 @@ def _run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], f
             state_path.unlink(missing_ok=True)
             (output / "config.yaml").unlink(missing_ok=True)
         raise
-    executor = build_executor(cfg.executor, pipeline, str(logs))
+    executor = build_executor(cfg.executor, pipeline, str(logs), depends=ctx.depends)
     if resumed:
         done = len(list((logs / "completions").glob("*"))) if (logs / "completions").exists() else 0
         printer(f"{stage}: resuming {output}: {done}/{cfg.executor.tasks} tasks already complete")

@@ -103,10 +103,12 @@ class SameInput(PipelineStep):
 class _Representatives:
     """Adds duplicate_of to each removed document before it reaches the removed/ writer."""
 
-    def __init__(self, writer, reps: dict[int, str]):
-        self.writer, self.reps = writer, reps
+    def __init__(self, writer, reps_file: Path):
+        self.writer, self.reps_file, self.reps = writer, reps_file, None
 
     def __enter__(self):
+        if self.reps is None:  # written by the pass before (on Slurm: a job that ran before this one)
+            self.reps = {int(k): v for k, v in json.loads(Path(self.reps_file).read_text()).items()}
         self.writer.__enter__()
         return self
 
@@ -167,37 +169,61 @@ def representatives(work: Path, tasks: int) -> dict[int, str]:
     return reps
 
 
-def prepare(ctx: StageContext, printer=print) -> dict[int, str]:
-    """Steps 1-3 (each a resumable datatrove run) and the representatives."""
+def write_representatives(work: Path, tasks: int) -> None:
+    """After clustering: cluster id -> kept document id, in representatives.json (read by the filter pass)."""
+    from pipeline.io.writer import atomic_write_text
+
+    reps_file = work / "representatives.json"
+    if not reps_file.exists():
+        _first_pass_complete(work / "ids", tasks, "{rank:06d}.ids")
+        reps = representatives(work, tasks)
+        atomic_write_text(reps_file, json.dumps({str(k): v for k, v in reps.items()}))
+
+
+class RunOnce(PipelineStep):
+    """A function of the stage's passes (decisions, representatives) as a one-task job: on Slurm it runs
+    after the pass before it, inside the cluster, never in the launching process."""
+
+    name = "🧮 decide"
+    type = "🫂 - DEDUP"
+
+    def __init__(self, fn, *args):
+        super().__init__()
+        self.fn, self.args = fn, args
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        self.fn(*self.args)
+        return
+        yield
+
+
+def prepare(ctx: StageContext) -> Path:
+    """Steps 1-3 (each a resumable datatrove run, or a Slurm job) and the representatives; their file."""
     from datatrove.pipeline.dedup.minhash import (
         MinhashDedupBuckets,
         MinhashDedupCluster,
         MinhashDedupSignature,
     )
 
-    from pipeline.executor import build_executor
     from pipeline.io.readers import make_reader
 
     cfg = ctx.cfg
     work = ctx.output / LOGS / "minhash"
     reps_file = work / "representatives.json"
     if reps_file.exists():
-        return {int(k): v for k, v in json.loads(reps_file.read_text()).items()}
+        return reps_file
     mh = minhash_config(cfg)
-    sig = [make_reader(ctx.plan, cfg.input), RecordIds(str(work / "ids")),
-           MinhashDedupSignature(output_folder=str(work / "signatures"), config=mh, language=cfg.dedup.language)]
-    build_executor(cfg.executor, sig, str(work / "logs" / "signatures")).run()
-    build_executor(cfg.executor, [MinhashDedupBuckets(input_folder=str(work / "signatures"), output_folder=str(work / "buckets"),
-                                                      config=mh)],
-                   str(work / "logs" / "buckets"), tasks=mh.num_buckets).run()
-    build_executor(cfg.executor, [MinhashDedupCluster(input_folder=str(work / "buckets"), output_folder=str(work / "remove"),
-                                                      config=mh, save_cluster_id=True, save_cluster_size=True)],
-                   str(work / "logs" / "cluster"), tasks=1).run()
-    reps = representatives(work, cfg.executor.tasks)
-    from pipeline.io.writer import atomic_write_text
-
-    atomic_write_text(reps_file, json.dumps({str(k): v for k, v in reps.items()}))
-    return reps
+    ctx.run_first([make_reader(ctx.plan, cfg.input), RecordIds(str(work / "ids")),
+                   MinhashDedupSignature(output_folder=str(work / "signatures"), config=mh, language=cfg.dedup.language)],
+                  work / "logs" / "signatures", name="signatures")
+    ctx.run_first([MinhashDedupBuckets(input_folder=str(work / "signatures"), output_folder=str(work / "buckets"), config=mh)],
+                  work / "logs" / "buckets", tasks=mh.num_buckets, name="buckets")
+    ctx.run_first([MinhashDedupCluster(input_folder=str(work / "buckets"), output_folder=str(work / "remove"), config=mh,
+                                       save_cluster_id=True, save_cluster_size=True)],
+                  work / "logs" / "cluster", tasks=1, name="cluster")
+    ctx.run_first([RunOnce(write_representatives, work, cfg.executor.tasks)], work / "logs" / "representatives", tasks=1,
+                  name="representatives")
+    return reps_file
 
 
 # ------------------------------------------------------------------ exact
@@ -343,15 +369,14 @@ class DuplicateFilter(PipelineStep):
 
 
 def build_exact(ctx: StageContext) -> list:
-    from pipeline.executor import build_executor
     from pipeline.io.readers import make_reader
 
     cfg = ctx.cfg
     work = ctx.output / LOGS / "exact"
-    build_executor(cfg.executor, [make_reader(ctx.plan, cfg.input), RecordIds(str(work / "ids")),
-                                  ExactHashes(str(work / "hashes"), cfg)],
-                   str(work / "logs" / "hashes")).run()
-    exact_decisions(work, cfg.executor.tasks, cfg.dedup.hash_buckets)
+    ctx.run_first([make_reader(ctx.plan, cfg.input), RecordIds(str(work / "ids")), ExactHashes(str(work / "hashes"), cfg)],
+                  work / "logs" / "hashes", name="hashes")
+    ctx.run_first([RunOnce(exact_decisions, work, cfg.executor.tasks, cfg.dedup.hash_buckets)], work / "logs" / "decisions",
+                  tasks=1, name="decisions")
     removed = ctx.writer("removed", "failures", REMOVED_FIELDS)
     return [ctx.task_start(), make_reader(ctx.plan, cfg.input), ctx.progress(), SameInput(str(work / "ids")),
             DuplicateFilter(str(work / "decisions"), removed), ctx.writer("data", "main", DEDUP_FIELDS)]
@@ -477,14 +502,14 @@ def semantic_decisions(work: Path, tasks: int, cfg: Config) -> None:
 
 
 def build_semantic(ctx: StageContext) -> list:
-    from pipeline.executor import build_executor
     from pipeline.io.readers import make_reader
 
     cfg = ctx.cfg
     work = ctx.output / LOGS / "semantic"
-    build_executor(cfg.executor, [make_reader(ctx.plan, cfg.input), Embed(str(work / "embeddings"), cfg)],
-                   str(work / "logs" / "embed")).run()
-    semantic_decisions(work, cfg.executor.tasks, cfg)
+    ctx.run_first([make_reader(ctx.plan, cfg.input), Embed(str(work / "embeddings"), cfg)], work / "logs" / "embed",
+                  name="embed")
+    ctx.run_first([RunOnce(semantic_decisions, work, cfg.executor.tasks, cfg)], work / "logs" / "decisions", tasks=1,
+                  name="decisions")
     removed = ctx.writer("removed", "failures", REMOVED_FIELDS)
     return [ctx.task_start(), make_reader(ctx.plan, cfg.input), ctx.progress(), SameInput(str(work / "embeddings")),
             DuplicateFilter(str(work / "decisions"), removed, "semantic"), ctx.writer("data", "main", DEDUP_FIELDS)]
@@ -496,16 +521,13 @@ def build(ctx: StageContext) -> list:
     from pipeline.io.readers import make_reader
 
     cfg = ctx.cfg
-    if cfg.executor.kind == "slurm":  # each pass must wait for the one before; the job graph is issue 20's work
-        raise UserError(f"dedup --method {cfg.dedup.method} runs its passes on the local or ray executor "
-                        "(on Slurm the later passes would read the first one's output before its jobs ran)")
     if cfg.dedup.method == "exact":
         return build_exact(ctx)
     if cfg.dedup.method == "semantic":
         return build_semantic(ctx)
-    reps = prepare(ctx)
+    reps_file = prepare(ctx)
     work = ctx.output / LOGS / "minhash"
-    removed = _Representatives(ctx.writer("removed", "failures", REMOVED_FIELDS), reps)
+    removed = _Representatives(ctx.writer("removed", "failures", REMOVED_FIELDS), reps_file)
     return [ctx.task_start(), make_reader(ctx.plan, cfg.input), ctx.progress(), SameInput(str(work / "ids")),
             MinhashDedupFilter(input_folder=str(work / "remove"), exclusion_writer=removed, load_cluster_ids=True,
                                load_cluster_sizes=True),
