@@ -85,7 +85,10 @@ def build_executor(cfg: ExecutorConfig, pipeline: list, logging_dir: str, tasks:
         from datatrove.executor import RayPipelineExecutor
 
         if not ray.is_initialized():
-            ray.init(address=cfg.ray.address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+            try:
+                ray.init(address=cfg.ray.address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+            except ConnectionError as e:
+                raise UserError(f"executor.ray.address {cfg.ray.address!r}: {str(e).splitlines()[0]}") from None
         r = cfg.ray
         return RayPipelineExecutor(
             pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir, cpus_per_task=r.cpus_per_task,
