@@ -90,6 +90,38 @@ def test_an_llm_stage_on_slurm_loads_its_model_in_the_job(cluster, tmp_path):
     assert {r["id"]: r["text"] for r in read_rows(remote / "data")} == {r["id"]: r["text"] for r in read_rows(local / "data")}
 
 
+PEAK = """import resource, subprocess, sys
+r = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+sys.stdout.write(r.stdout); sys.stderr.write(r.stderr)
+print("PEAK_KB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(r.returncode)"""
+
+
+def test_generate_on_slurm_loads_no_model_in_the_launching_process(cluster, pages, tmp_path):
+    """Topics and personas are a job of their own; the launcher stays small (no torch model in it)."""
+    import sys
+
+    seeds = tmp_path / "seeds"
+    assert synthweb("seeds", "--input", str(pages), "--output", str(seeds), "--set", "executor.tasks=2",
+                    "--no-progress").returncode == 0
+    small = ["--input", str(seeds / "data"), "--set", "executor.tasks=2", "--set", "generate.num_prompts=3",
+             "--set", "generate.max_tokens=24", "--set", "generate.min_tokens=1", "--set", "generate.topics.sample_size=20",
+             "--set", "generate.topics.min_clusters=2", "--set", "generate.topics.max_clusters=3",
+             "--set", "generate.personas.from_seeds=2", "--set", "quality_gate.enabled=false"]
+    local, remote = tmp_path / "local", tmp_path / "slurm"
+    r = subprocess.run([sys.executable, "-c", PEAK, sys.executable, "-m", "pipeline.cli", "generate", *small, "--output",
+                        str(remote), *cluster], cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    peak_mb = int(r.stdout.split("PEAK_KB")[-1]) / 1024
+    assert peak_mb < 300, f"the launching process peaked at {peak_mb:.0f} MB: a model was loaded in it"
+    stats = wait_complete(remote, 900)
+    assert json.loads((remote / "_logs" / "prepare.json").read_text())["seeds_sampled"] > 0
+    assert list((remote / "_logs" / "prepare" / "slurm_logs").glob("*.out"))  # topics and personas ran as a job
+    r = synthweb("generate", *small, "--output", str(local), "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert ids(remote / "data") == ids(local / "data") and stats["records_out"] == len(ids(local / "data"))
+
+
 def test_dedup_on_slurm_every_method_gives_the_local_ids(cluster, pages, tmp_path):
     """MinHash (signatures, buckets, clusters, representatives, filter), exact (hashes, decisions,
     filter) and semantic (embeddings, decisions, filter) as chains of dependent jobs, submitted at once."""

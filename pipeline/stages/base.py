@@ -115,6 +115,24 @@ class ProgressMonitor:
             self._thread.join(timeout=5)
 
 
+class RunOnce(PipelineStep):
+    """A function of a stage's preparation (decisions, representatives, topics and personas) as a
+    one-task job: on Slurm it runs after the pass before it, inside the cluster, never in the launching
+    process. Locally it is called directly (its errors stay the user's one-line errors)."""
+
+    name = "🧮 prepare"
+    type = "🔧 - SETUP"
+
+    def __init__(self, fn, *args):
+        super().__init__()
+        self.fn, self.args = fn, args
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        self.fn(*self.args)
+        return
+        yield
+
+
 @dataclass
 class StageContext:
     """What a stage's ``build`` function needs to assemble its datatrove steps."""
@@ -131,6 +149,9 @@ class StageContext:
         """A preparation pass (MinHash signatures, hash buckets, decisions...) before the stage's own
         steps. Locally and on Ray it runs now; on Slurm it is submitted as a job the next pass (and in the
         end the stage) depends on, so nothing waits in the launching process."""
+        if self.cfg.executor.kind == "local" and len(pipeline) == 1 and isinstance(pipeline[0], RunOnce):
+            pipeline[0].fn(*pipeline[0].args)
+            return
         ex = build_executor(self.cfg.executor, pipeline, str(logging_dir), tasks=tasks, depends=self.depends,
                             job_suffix=f"-{name}" if name else "")
         if self.cfg.executor.kind == "slurm":

@@ -36,7 +36,7 @@ from pipeline.config import Config
 from pipeline.errors import StageFailed, UserError
 from pipeline.registry import SUBSETS
 from pipeline.stages import Call, Option, Stage
-from pipeline.stages.base import LOGS, StageContext
+from pipeline.stages.base import LOGS, RunOnce, StageContext
 
 DEDUP_FIELDS = [
     pa.field("dedup_method", pa.string()),
@@ -178,23 +178,6 @@ def write_representatives(work: Path, tasks: int) -> None:
         _first_pass_complete(work / "ids", tasks, "{rank:06d}.ids")
         reps = representatives(work, tasks)
         atomic_write_text(reps_file, json.dumps({str(k): v for k, v in reps.items()}))
-
-
-class RunOnce(PipelineStep):
-    """A function of the stage's passes (decisions, representatives) as a one-task job: on Slurm it runs
-    after the pass before it, inside the cluster, never in the launching process."""
-
-    name = "🧮 decide"
-    type = "🫂 - DEDUP"
-
-    def __init__(self, fn, *args):
-        super().__init__()
-        self.fn, self.args = fn, args
-
-    def run(self, data=None, rank: int = 0, world_size: int = 1):
-        self.fn(*self.args)
-        return
-        yield
 
 
 def prepare(ctx: StageContext) -> Path:

@@ -29,7 +29,7 @@ from pipeline.llm.step import LLMStep, cpu_threads, default_cache_path
 from pipeline.llm.types import Request, Result
 from pipeline.prompts import load_yaml, template
 from pipeline.stages import Call, Stage
-from pipeline.stages.base import StageContext
+from pipeline.stages.base import RunOnce, StageContext
 from pipeline.stages.judge import check_judge
 
 GEN_FIELDS = [
@@ -458,8 +458,19 @@ def _no_seeds(cfg: Config) -> UserError:
     return UserError(f"no seeds to generate from in {cfg.input.source}{why}")
 
 
+def check_prepare(ctx: StageContext) -> None:
+    """What preparation needs, checked in the launching process before any job or model: templates and
+    the prompt matrix, the judge, the persona file."""
+    from pipeline.stages.personas import personas_from_file
+
+    PromptBuilder(ctx.cfg, [])
+    check_judge(ctx.cfg)
+    personas_from_file(ctx.cfg)
+
+
 def prepare(ctx: StageContext, printer=print) -> dict:
-    """Topics and personas, built once per output folder (kept for the rerun and for the tasks)."""
+    """Topics and personas, built once per output folder (kept for the rerun and for the tasks). It
+    loads the LLM and the encoder, so it runs as a job of its own (on Slurm, on a compute node)."""
     from pipeline.embed import encoder_from
     from pipeline.stages.personas import (
         build_personas,
@@ -514,7 +525,11 @@ def build(ctx: StageContext) -> list:
 
     cfg = ctx.cfg
     g = cfg.generate
-    prepare(ctx)
+    check_prepare(ctx)
+    if not (ctx.output / "_logs" / "prepare.json").exists():
+        from dataclasses import replace
+
+        ctx.run_first([RunOnce(prepare, replace(ctx, depends=None))], ctx.output / "_logs" / "prepare", tasks=1, name="prepare")
     limit = g.num_prompts if cfg.input.limit is None else min(g.num_prompts or cfg.input.limit, cfg.input.limit)
     reader = make_reader(ctx.plan, cfg.input.model_copy(update={"limit": limit}))
     if limit and ctx.plan.total_hint:  # the progress bar's total
