@@ -21,8 +21,9 @@ def _stage_command(stage):
         from pipeline.stages import configure
 
         values = {o.dest: getattr(args, o.dest) for o in stage.options}
-        cfg, kw = configure(stage, getattr(args, "config", None), getattr(args, "overrides", []),
-                            getattr(args, "input", None), getattr(args, "output", None), values)
+        inp = getattr(args, "input", None) or getattr(args, "path", None)
+        cfg, kw = configure(stage, getattr(args, "config", None), getattr(args, "overrides", []), inp,
+                            getattr(args, "output", None), values)
         stats = stage.main(cfg, force=getattr(args, "force", False), progress=not getattr(args, "no_progress", False), **kw)
         for line in stage.summary(cfg, stats):
             print(line)
@@ -33,6 +34,8 @@ def _stage_command(stage):
 
 def _add_stage(sub, stage) -> None:
     p = sub.add_parser(stage.name, help=stage.help, description=stage.description)
+    if stage.positional_input:
+        p.add_argument("path", nargs="?", metavar="PATH", help=stage.input_help)
     if stage.input_help:
         p.add_argument("--input", "-i", help=stage.input_help)
     if stage.output_help:

@@ -181,3 +181,38 @@ def test_bad_cluster_input_is_one_line(cluster, pages, tmp_path):
     assert r.returncode == 2 and "synthweb run chains stages in this process" in r.stderr
     for d in "abcd":
         assert not (tmp_path / d / "_logs").exists() and "Traceback" not in r.stderr
+
+
+def test_status_shows_each_job_pending_running_done_or_failed(cluster, pages, tmp_path):
+    out = tmp_path / "ok"
+    r = synthweb("seeds", "--input", str(pages), "--output", str(out), "--set", "executor.tasks=2", "--set",
+                 "executor.workers=1", *cluster)
+    assert r.returncode == 0 and f"synthweb status {out}" in r.stdout
+    r = synthweb("status", str(out))
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()
+    assert first[0].startswith(f"{out}: seeds: ") and first[0].split(": ")[2].split()[0] in ("pending", "running", "done")
+    assert any(line.strip().startswith("seeds ") and " job " in line for line in first[1:])
+    assert any(line.strip().startswith("finalize ") for line in first[1:])
+    wait_complete(out)
+    assert "seeds: done" in synthweb("status", str(out)).stdout
+
+    # a job whose input vanished after submission fails: status says so and names the task's log
+    gone = tmp_path / "gone.jsonl"
+    gone.write_text(pages.read_text())
+    bad = tmp_path / "bad"
+    r = synthweb("seeds", "--input", str(gone), "--output", str(bad), "--set", "executor.tasks=1", *cluster)
+    assert r.returncode == 0, r.stderr[-2000:]
+    gone.unlink()
+    jobs = [str(j["job_id"]) for j in json.loads((bad / "_logs" / "jobs.json").read_text())]
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        q = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+        if not any(x.split("_")[0] in jobs and x.split("_")[0] != jobs[-1] for x in q):
+            break
+        time.sleep(1)
+    r = synthweb("status", str(bad))
+    line = next(x for x in r.stdout.splitlines() if x.strip().startswith("seeds "))
+    assert "failed" in line and "log: " in line, r.stdout
+    assert Path(line.split("log: ")[1]).exists()
+    subprocess.run(["scancel", *jobs], capture_output=True)

@@ -94,6 +94,7 @@ class Stage:
     progress: bool = True  # has --no-progress
     force_help: str | None = "discard what is in --output and start over"  # None: no --force
     config: bool = True  # has --config/--set (else main gets cfg=None)
+    positional_input: bool = False  # `synthweb <stage> PATH` works as --input PATH
     needs: tuple[str, ...] = ()  # "input"/"output": required on the command line, with this error:
     required: str | None = None
     plan: Callable[[RunView], list[Call] | str] | None = None  # calls inside `synthweb run` (a str: skipped, why)
@@ -123,6 +124,7 @@ REGISTRY: dict[str, str | Stage] = {
     "audit": "pipeline.stages.audit:STAGE",
     "train": "pipeline.train.loop:STAGE",
     "publish": "pipeline.stages.publish:STAGE",
+    "status": "pipeline.stages.status:STAGE",
 }
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -144,6 +144,7 @@ class StageContext:
     run_id: str
     config_hash: str
     depends: Any = None  # on Slurm: the last preparation job, which the stage's own job waits for
+    passes: list = field(default_factory=list)  # (name, logging dir, executor) of each preparation pass
 
     def run_first(self, pipeline: list, logging_dir: Path, tasks: int | None = None, name: str = "") -> None:
         """A preparation pass (MinHash signatures, hash buckets, decisions...) before the stage's own
@@ -154,6 +155,7 @@ class StageContext:
             return
         ex = build_executor(self.cfg.executor, pipeline, str(logging_dir), tasks=tasks, depends=self.depends,
                             job_suffix=f"-{name}" if name else "")
+        self.passes.append((name or Path(logging_dir).name, Path(logging_dir), ex))
         if self.cfg.executor.kind == "slurm":
             self.depends = ex
         else:
@@ -377,7 +379,11 @@ def _run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], f
         fin = build_executor(cfg.executor, [FinalizeStep(str(output), stage, h, state["run_id"])], str(logs / "finalize"),
                              tasks=1, depends=executor, job_suffix="-finalize")
         fin.run()
-        printer(f"{stage}: submitted to Slurm; shards and {stats_path} appear when the finalize job ends")
+        jobs = [(n, d, e) for n, d, e in ctx.passes] + [(stage, logs, executor), ("finalize", logs / "finalize", fin)]
+        _save_jobs(logs, [{"name": n, "logging_dir": str(d), "job_id": getattr(e, "job_id", None), "tasks": e.world_size}
+                          for n, d, e in jobs])
+        printer(f"{stage}: submitted to Slurm; shards and {stats_path} appear when the finalize job ends "
+                f"(synthweb status {output})")
         return {"stage": stage, "submitted": True}
     stats = complete_stage(str(output), stage, h, state["run_id"], wall_time=time.time() - t0, resumed=resumed)
     print_summary(stats, printer)
@@ -483,6 +489,13 @@ def complete_stage(output: str, stage: str, config_hash: str, run_id: str, wall_
         stats["docs_per_s"] = round(stats["records_in"] / wall_time, 2) if wall_time > 0 else None
     atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
     return stats
+
+
+def _save_jobs(logs: Path, jobs: list[dict]) -> None:
+    """The Slurm jobs of this submission, for `synthweb status` (a rerun's jobs are added after)."""
+    path = logs / "jobs.json"
+    before = json.loads(path.read_text()) if path.exists() else []
+    atomic_write_text(path, json.dumps(before + [{**j, "submitted": time.time()} for j in jobs], indent=2))
 
 
 class FinalizeStep(PipelineStep):
