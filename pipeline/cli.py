@@ -63,6 +63,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     runner = Runner(args.config, args.overrides, args.output, force=args.force, until=args.until,
                     progress=not args.no_progress)
     m = runner.run()
+    if runner.driver:
+        return 0
     print("\nrun: " + ", ".join(f"{s} {m['stages'][s]['status']}" for s in m["stages_planned"]))
     print(f"wrote {runner.out}" + (f" (report: {runner.out / 'report.html'})" if "report" in m["stages_planned"] else ""))
     return 0

@@ -15,7 +15,10 @@ their score (Nemotron-CC) and a multi-teacher judge may be that classifier.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -39,6 +42,9 @@ def _complete(folder: Path, stage) -> bool:
     return bool(files) and all(json.loads(f.read_text()).get("complete") for f in files if f.name == "stats.json")
 
 
+DRIVER = "SYNTHWEB_RUN_DRIVER"
+
+
 class Runner:
     def __init__(self, config: str | None, overrides: list[str], output: str | None = None, force: bool = False,
                  until: str | None = None, progress: bool = True, log=print):
@@ -48,10 +54,9 @@ class Runner:
         if output:
             self.overrides.append(f"run.output={output}")
         self.cfg = load_config(config, self.overrides)  # a bad config fails here, before any stage
-        if self.cfg.executor.kind == "slurm":  # a stage returns once sbatch took its jobs: the next would read nothing
-            raise UserError("synthweb run chains stages in this process, and a Slurm stage returns when its jobs are "
-                            "submitted; run the stages one by one (each prints when its finalize job is queued, and "
-                            "`squeue` shows it), or run `synthweb run` inside an allocation with executor.kind local")
+        # on Slurm, `synthweb run` submits a driver job that runs this same Runner (DRIVER set): it submits each
+        # stage's jobs and waits for them before the next stage, whose plan depends on what the last one wrote
+        self.driver = self.cfg.executor.kind == "slurm" and os.environ.get(DRIVER) != "1"
         self.out = Path(self.cfg.run.output)
         self.force, self.progress, self.log = force, progress, log
         order = run_stages()
@@ -82,6 +87,9 @@ class Runner:
         try:
             cfg, kw = configure(stage, self.config, self.overrides + call.overrides, call.input, call.output)
             stats = stage.main(cfg, force=self.force, progress=self.progress and stage.progress, **kw)
+            if stats.get("submitted"):  # Slurm: wait for its jobs, then the same call adds what a finished stage adds
+                self._wait(stage.name, Path(call.output))
+                stats = stage.main(cfg, force=False, progress=False, **kw)
         except UserError as e:
             raise UserError(f"run: stage {stage.name}: {e}\n  (fix it and rerun `synthweb run`: completed stages are "
                             "reused)") from None
@@ -91,9 +99,65 @@ class Runner:
         for line in stage.summary(cfg, stats):
             self.log(line)
 
+    def _wait(self, name: str, output: Path, poll: float = 3) -> None:
+        from pipeline.stages.status import stage_status
+
+        self.log(f"run: {name}: waiting for its Slurm jobs (synthweb status {output})")
+        while True:
+            s = stage_status(output)
+            if s["state"] == "done" and (output / "stats.json").exists():
+                return
+            if s["state"] == "failed":
+                bad = next((p for p in s.get("passes", []) if p["state"] == "failed"), {})
+                raise StageFailed(f"a job failed: {bad.get('name')} (job {bad.get('job')}, {bad.get('tasks_done')}/"
+                                  f"{bad.get('tasks')} tasks; log: {bad.get('log')})")
+            time.sleep(poll)
+
+    def submit_driver(self) -> dict:
+        """Slurm: one small job that runs `synthweb run` (this Runner) on the cluster and waits there."""
+        from pipeline.executor import check_executor
+
+        check_executor(self.cfg.executor)
+        s = self.cfg.executor.slurm
+        logs = self.out / "_logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        prev = self.manifest.get("driver_job")
+        if prev:
+            q = subprocess.run(["squeue", "-h", "-j", str(prev), "-o", "%T"], capture_output=True, text=True).stdout.strip()
+            if q:
+                raise UserError(f"{self.out}: the synthweb run driver job {prev} is {q.lower()}; wait for it "
+                                f"(synthweb status {self.out}) or scancel it first")
+        argv = [sys.executable, "-m", "pipeline.cli", "run", "--output", str(self.out), "--no-progress"]
+        argv += ["--config", self.config] if self.config else []
+        argv += [a for o in self.overrides if not o.startswith("run.output=") for a in ("--set", o)]
+        argv += ["--until", self.stages[-1]] if self.stages[-1] != run_stages()[-1] else []
+        argv += ["--force"] if self.force else []
+        script = "\n".join([
+            "#!/bin/bash", f"#SBATCH --job-name={s.job_name}-run", f"#SBATCH --partition={s.partition}",
+            "#SBATCH --cpus-per-task=1", f"#SBATCH --mem-per-cpu={s.mem_per_cpu_gb}G", f"#SBATCH --time={s.driver_time}",
+            f"#SBATCH --qos={s.qos}", f"#SBATCH --output={logs}/run-driver-%j.out",
+            *(f"#SBATCH --{k}={v}" for k, v in s.sbatch_args.items()),
+            s.env_command or "", f"cd {shlex.quote(os.getcwd())}", f"export {DRIVER}=1", shlex.join(argv), ""])
+        path = logs / "run-driver.sbatch"
+        path.write_text(script)
+        r = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise UserError(f"run: sbatch refused the driver job: {(r.stderr or r.stdout).strip().splitlines()[-1]}")
+        job = r.stdout.strip().split(";")[0]
+        m = self.manifest
+        m.update(config=self.config, overrides=self.overrides, stages_planned=self.stages, driver_job=job,
+                 driver_log=str(logs / f"run-driver-{job}.out"), complete=False)
+        m.setdefault("stages", {})
+        atomic_write_text(self.manifest_path, json.dumps(m, indent=2))
+        self.log(f"run: submitted the driver job {job} on partition {s.partition}; it submits each stage and waits "
+                 f"for its jobs (log {m['driver_log']}); follow it with: synthweb status {self.out}")
+        return m
+
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> dict:
+        if self.driver:
+            return self.submit_driver()
         keep_warnings_between_stages()
         self.out.mkdir(parents=True, exist_ok=True)
         m = self.manifest

@@ -216,3 +216,33 @@ def test_status_shows_each_job_pending_running_done_or_failed(cluster, pages, tm
     assert "failed" in line and "log: " in line, r.stdout
     assert Path(line.split("log: ")[1]).exists()
     subprocess.run(["scancel", *jobs], capture_output=True)
+
+
+def test_synthweb_run_on_slurm_is_a_driver_job_that_chains_the_stages(cluster, pages, tmp_path):
+    """`synthweb run --until tokenize` on Slurm returns at once; its driver job submits each stage and
+    waits for it; the result has the local run's ids, and status shows every stage done."""
+    small = ["--set", f"input.source={pages}", "--set", "run.stages=[seeds, generate, dedup, tokenize]",
+             "--set", "executor.tasks=2", "--set", "generate.num_prompts=2", "--set", "generate.max_tokens=16",
+             "--set", "generate.min_tokens=1", "--set", "generate.topics.enabled=false",
+             "--set", "generate.personas.enabled=false", "--set", "quality_gate.enabled=false",
+             "--set", "generate.teachers=[]", "--set", "tokenize.validation_fraction=0"]
+    remote, local = tmp_path / "slurm", tmp_path / "local"
+    t0 = time.time()
+    r = synthweb("run", "--output", str(remote), "--until", "tokenize", *small, *cluster)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "submitted the driver job" in r.stdout and time.time() - t0 < 60
+    job = json.loads((remote / "run.json").read_text())["driver_job"]
+    deadline = time.time() + 1200
+    while time.time() < deadline and subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip():
+        time.sleep(3)
+    log = Path(json.loads((remote / "run.json").read_text())["driver_log"])
+    m = json.loads((remote / "run.json").read_text())
+    assert all(m["stages"][s]["status"] == "ran" for s in ("seeds", "generate", "dedup", "tokenize")), log.read_text()[-3000:]
+    status = synthweb("status", str(remote)).stdout
+    assert "run (driver): done" in status and ": failed" not in status and "seeds: done" in status
+    r = synthweb("run", "--output", str(local), "--until", "tokenize", *small, "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    for sub in ("seeds/data", "generate/data", "dedup/textbooks/data"):
+        assert ids(remote / sub) == ids(local / sub), sub
+    tok = lambda out: json.loads((out / "tokens" / "textbooks" / "tokens.json").read_text())["documents"]  # noqa: E731
+    assert tok(remote) == tok(local)

@@ -345,3 +345,31 @@ def test_torchrun_two_processes_match_one_and_resume(tokens, one_process_run, tm
         return [x["loss"] for x in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if x["type"] == "train"]
 
     assert losses(out) == pytest.approx(losses(one), abs=2e-4)
+
+
+@pytest.mark.slow
+def test_the_trainer_on_slurm_with_torchrun_ddp(tokens, one_process_run, tmp_path):
+    """scripts/train-slurm.sbatch on the single-node cluster: srun + torchrun, DDP over 2 CPU processes
+    (gloo); the run completes with the one-process run's losses."""
+    if os.geteuid() != 0 or subprocess.run(["sinfo", "-h"], capture_output=True).returncode != 0:
+        if os.environ.get("SYNTHWEB_REQUIRE_SLURM") == "1":
+            pytest.fail("Slurm required (SYNTHWEB_REQUIRE_SLURM=1) but no cluster answers (make slurm-up)")
+        pytest.skip("no Slurm cluster (make slurm-up)")
+    data, one = one_process_run
+    data = json.loads(json.dumps(data))
+    data["train"].update(micro_batch_size=2, distributed="ddp")
+    cfg, out = _yaml(tmp_path, data, "ddp.yaml"), tmp_path / "slurm-ddp"
+    args = f"--config {cfg} --input {tokens} --output {out}"
+    r = subprocess.run(["sbatch", "--parsable", "--wait", "--partition=cpu", "--cpus-per-task=2", "--mem-per-cpu=1G",
+                        f"--output={tmp_path}/train-%j.out", f"--export=ALL,NPROC=2,MASTER_PORT=29541,ARGS={args},"
+                        f"SYNTHWEB_ENV={REPO / '.venv'},HF_HUB_OFFLINE=1", str(REPO / "scripts" / "train-slurm.sbatch")],
+                       cwd=REPO, capture_output=True, text=True, timeout=900)
+    logs = "\n".join(f.read_text()[-2000:] for f in tmp_path.glob("train-*.out"))
+    assert r.returncode == 0, r.stderr[-1000:] + logs
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["world_size"] == 2 and ev["tokens"] == 64 * 4 * 4
+
+    def losses(run):
+        return [x["loss"] for x in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if x["type"] == "train"]
+
+    assert losses(out) == pytest.approx(losses(one), abs=2e-4)

@@ -115,9 +115,24 @@ def status(run: Path) -> list[dict]:
     folders = sorted({p.parent.parent for p in run.glob("*/_logs/state.json")} | {p.parent for p in run.glob("*/stats.json")}
                      | {p.parent.parent for p in run.glob("*/*/_logs/state.json")} | {p.parent for p in run.glob("*/*/stats.json")})
     folders = [f for f in folders if not any(part.startswith("_") for part in f.relative_to(run).parts)]
-    if not folders:
+    driver = _driver(run)
+    if not folders and not driver:
         raise UserError(f"status: {run} holds no stage output (no stats.json or _logs/state.json under it)")
-    return [stage_status(f) for f in folders]
+    return driver + [stage_status(f) for f in folders]
+
+
+def _driver(run: Path) -> list[dict]:
+    """The driver job of `synthweb run` on Slurm, from run.json."""
+    m = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
+    job = m.get("driver_job")
+    if not job:
+        return []
+    q = _queue([str(job)]).get(str(job), "")
+    planned = m.get("stages_planned", [])
+    finished = planned and all(m.get("stages", {}).get(x, {}).get("status") in ("ran", "reused", "skipped") for x in planned)
+    state = q.lower() if q else "done" if finished else "failed"
+    return [{"folder": str(run), "stage": "run (driver)", "state": state,
+             "detail": f"job {job}; stages {', '.join(m.get('stages_planned', []))}; log {m.get('driver_log')}"}]
 
 
 def main(cfg, force: bool = False, progress: bool = True, input: str | None = None, output: str | None = None) -> dict:
