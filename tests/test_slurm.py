@@ -177,8 +177,8 @@ def test_bad_cluster_input_is_one_line(cluster, pages, tmp_path):
     r = synthweb("seeds", "--input", str(pages), "--output", str(tmp_path / "c"), "--no-progress",
                  "--set", "executor.kind=ray", "--set", "executor.ray.address=127.0.0.1:1")
     assert r.returncode == 2 and "executor.ray.address '127.0.0.1:1' does not answer" in r.stderr
-    r = synthweb("run", "--output", str(tmp_path / "d"), *cluster)
-    assert r.returncode == 2 and "synthweb run chains stages in this process" in r.stderr
+    r = synthweb("run", "--output", str(tmp_path / "d"), "--set", "executor.kind=slurm", "--set", "executor.slurm.partition=gpuz")
+    assert r.returncode == 2 and "no such partition" in r.stderr
     for d in "abcd":
         assert not (tmp_path / d / "_logs").exists() and "Traceback" not in r.stderr
 
