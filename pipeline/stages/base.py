@@ -146,6 +146,12 @@ class StageContext:
     depends: Any = None  # on Slurm: the last preparation job, which the stage's own job waits for
     passes: list = field(default_factory=list)  # (name, logging dir, executor) of each preparation pass
 
+    def for_job(self) -> "StageContext":
+        """A copy to hand to a job's step: without the chain of executors (which would pickle itself)."""
+        from dataclasses import replace
+
+        return replace(self, depends=None, passes=[])
+
     def run_first(self, pipeline: list, logging_dir: Path, tasks: int | None = None, name: str = "") -> None:
         """A preparation pass (MinHash signatures, hash buckets, decisions...) before the stage's own
         steps. Locally and on Ray it runs now; on Slurm it is submitted as a job the next pass (and in the

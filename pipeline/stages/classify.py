@@ -27,7 +27,7 @@ from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.llm.step import cpu_threads
 from pipeline.stages import Call, Option, Stage
-from pipeline.stages.base import StageContext
+from pipeline.stages.base import RunOnce, StageContext
 
 CLASSIFY_FIELDS = [
     pa.field("score", pa.float32()),
@@ -99,9 +99,10 @@ class ClassifyStep(PipelineStep):
     name = "🏷 classify"
     type = "🔢 - SCORER"
 
-    def __init__(self, cfg: Config, bins: dict | None, threads: int | None):
+    def __init__(self, cfg: Config, bins_path: str | None, threads: int | None):
         super().__init__()
-        self.cfg, self.bins, self.threads = cfg, bins, threads
+        self.cfg, self.bins_path, self.threads = cfg, bins_path, threads
+        self.bins = None
 
     def _score(self, chunk: list[Document]):
         texts = [d.text for d in chunk]
@@ -128,6 +129,8 @@ class ClassifyStep(PipelineStep):
 
             torch.set_num_threads(self.threads)
         self.models = load_classifiers(self.cfg)
+        if self.bins_path:  # written by the preparation (on Slurm: a job that ran before this one)
+            self.bins = json.loads(Path(self.bins_path).read_text())
         chunk: list[Document] = []
         for doc in data:
             chunk.append(doc)
@@ -168,11 +171,23 @@ def prepare_bins(ctx: StageContext, printer=print) -> dict | None:
 
 def build_classify(ctx: StageContext) -> list:
     cfg = ctx.cfg
-    load_classifiers(cfg) if not use_ensemble(cfg) else None  # a broken classifier folder fails here, once
-    bins = prepare_bins(ctx)
+    if cfg.executor.kind == "local" and not use_ensemble(cfg):
+        load_classifiers(cfg)  # a broken classifier folder fails here, once
+    else:  # no model in the launching process (a cluster's login node): the folders are checked, the jobs load them
+        if not cfg.classify.classifiers:
+            raise UserError("no classifier given: pass --classifier DIR (repeatable) or set classify.classifiers")
+        for folder in cfg.classify.classifiers:
+            if not (Path(folder) / "config.json").is_file():
+                raise UserError(f"classify: {folder} is not a classifier folder (no config.json; train one with "
+                                "synthweb train-classifier)")
+    bins = None
+    if use_ensemble(cfg):
+        bins = ctx.logging_dir / "ensemble_bins.json"
+        if not bins.exists():
+            ctx.run_first([RunOnce(prepare_bins, ctx.for_job())], ctx.logging_dir / "bins", tasks=1, name="bins")
     return [
         ctx.task_start(), ctx.reader(), ctx.progress(),
-        ClassifyStep(cfg, bins, cpu_threads(cfg)),
+        ClassifyStep(cfg, str(bins) if bins else None, cpu_threads(cfg)),
         ctx.writer("data", "main", CLASSIFY_FIELDS),
     ]
 

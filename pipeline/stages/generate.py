@@ -527,9 +527,7 @@ def build(ctx: StageContext) -> list:
     g = cfg.generate
     check_prepare(ctx)
     if not (ctx.output / "_logs" / "prepare.json").exists():
-        from dataclasses import replace
-
-        ctx.run_first([RunOnce(prepare, replace(ctx, depends=None))], ctx.output / "_logs" / "prepare", tasks=1, name="prepare")
+        ctx.run_first([RunOnce(prepare, ctx.for_job())], ctx.output / "_logs" / "prepare", tasks=1, name="prepare")
     limit = g.num_prompts if cfg.input.limit is None else min(g.num_prompts or cfg.input.limit, cfg.input.limit)
     reader = make_reader(ctx.plan, cfg.input.model_copy(update={"limit": limit}))
     if limit and ctx.plan.total_hint:  # the progress bar's total
