@@ -95,3 +95,20 @@ def build_executor(cfg: ExecutorConfig, pipeline: list, logging_dir: str, tasks:
             mem_per_cpu_gb=r.mem_per_cpu_gb, gpus_per_task=r.gpus_per_task, depends=depends,
         )
     raise UserError(f"unknown executor.kind {cfg.kind!r}")
+
+
+def wait_for_slurm(executor, logging_dir, tasks: int, poll: float = 3) -> None:
+    """Block until a submitted Slurm executor's tasks are all complete or its job left the queue."""
+    import subprocess
+    import time
+    from pathlib import Path
+
+    job = getattr(executor, "job_id", None)
+    completions = Path(logging_dir) / "completions"
+    while job not in (None, -1):
+        if completions.is_dir() and len(list(completions.glob("*"))) >= tasks:
+            return
+        q = subprocess.run(["squeue", "-h", "-j", str(job), "-o", "%i"], capture_output=True, text=True, timeout=60)
+        if q.returncode == 0 and not q.stdout.strip():
+            return  # finished: the caller counts what completed
+        time.sleep(poll)

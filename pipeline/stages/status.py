@@ -110,7 +110,7 @@ def status(run: Path) -> list[dict]:
     run = Path(run)
     if not run.is_dir():
         raise UserError(f"status: {run} is not a folder (give a run folder or a stage's --output)")
-    if (run / "_logs").is_dir() or (run / "stats.json").exists():
+    if not (run / "run.json").exists() and ((run / "_logs" / "state.json").exists() or (run / "stats.json").exists()):
         return [stage_status(run)]
     folders = sorted({p.parent.parent for p in run.glob("*/_logs/state.json")} | {p.parent for p in run.glob("*/stats.json")}
                      | {p.parent.parent for p in run.glob("*/*/_logs/state.json")} | {p.parent for p in run.glob("*/*/stats.json")})

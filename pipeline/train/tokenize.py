@@ -236,6 +236,10 @@ def tokenize(cfg, dataset, output: str | Path, force: bool = False) -> dict:
                 ex.run()
         except Exception as e:  # noqa: BLE001 - a failed task: point at its log
             raise StageFailed(f"tokenize {dataset.path} ({part}) failed: {e}; see {out}/_logs/{part}/logs") from None
+        if cfg.executor.kind == "slurm":  # the manifest needs every task's files: wait for the jobs
+            from pipeline.executor import wait_for_slurm
+
+            wait_for_slurm(ex, out / "_logs" / part, tasks)
         done = len(list((out / "_logs" / part / "completions").glob("*")))
         if done < tasks:
             raise StageFailed(f"tokenize {dataset.path} ({part}): {tasks - done} of {tasks} tasks failed; "
