@@ -237,12 +237,16 @@ def test_persona_file_with_bad_rows(tmp_path):
 # ---------------------------------------------------------------- the quality gate on the main job's defaults
 
 
+N_DEFAULT = 12
+
+
 @pytest.mark.timeout(2400)
 def test_default_generation_passes_the_gate(tmp_path):
-    """The main job's defaults (both teachers, the judge, max_tokens) on 24 real FineWeb seeds with the
-    real model: the gate's pass rate on the raw replies is printed and kept in stats.json; at least 90%
-    of the kept rows pass datatrove's GopherRepetitionFilter and GopherQualityFilter at their default
-    parameters, and at least 20 of the 24 prompts still yield a kept row. No kept row was chosen over,
+    """The main job's defaults (both teachers, the judge, max_tokens) on 12 real FineWeb seeds (the
+    default is 24: halved to keep CI short; `make bench` runs the 24) with the real model: the gate's
+    pass rate on the raw replies is printed and kept in stats.json; at least 90% of the kept rows pass
+    datatrove's GopherRepetitionFilter and GopherQualityFilter at their default parameters, and at
+    least 10 of the 12 prompts still yield a kept row. No kept row was chosen over,
     or is, an answer that failed the gate; failed answers of prompts with no passing one are in removed/
     with their gate reason, detail and raw reply."""
     from datatrove.data import Document
@@ -251,7 +255,7 @@ def test_default_generation_passes_the_gate(tmp_path):
     out = tmp_path / "out"
     r = synthweb("generate", "--input", str(seeds_file(tmp_path)), "--output", str(out), "--no-progress",
                  "--set", "generate.topics.sample_size=48", "--set", "generate.topics.max_clusters=6",
-                 "--set", "generate.personas.from_seeds=4", timeout=2400)
+                 "--set", "generate.personas.from_seeds=4", "--set", f"generate.num_prompts={N_DEFAULT}", timeout=2400)
     assert r.returncode == 0, r.stderr[-3000:]
     stats = load_stats(out)
     g = stats["quality_gate"]
@@ -259,11 +263,11 @@ def test_default_generation_passes_the_gate(tmp_path):
     cfg = load_config(out / "config.yaml")
     # every teacher answered every prompt; a prompt with no passing answer was asked once more (retries)
     retried = sum(int(s.get("retried", 0)) for s in stats["steps"].values())
-    assert g["checked"] == (24 + retried) * len(cfg.generate.teachers)
+    assert g["checked"] == (N_DEFAULT + retried) * len(cfg.generate.teachers)
     assert set(g["by_teacher"]) == {t["name"] for t in cfg.generate.teachers}
     rows = read_rows(out / "data")
     removed = read_rows(out / "removed") if (out / "removed").exists() else []
-    assert len(rows) + len(removed) == 24 and len({row["seed_id"] for row in rows}) >= 20, \
+    assert len(rows) + len(removed) == N_DEFAULT and len({row["seed_id"] for row in rows}) >= N_DEFAULT * 5 // 6, \
         Counter(x["filter_reason"] for x in removed)
     rep, qual = GopherRepetitionFilter(), GopherQualityFilter()
     passing = sum(rep.filter(Document(text=x["text"], id="x")) is True and qual.filter(Document(text=x["text"], id="x")) is True
@@ -282,5 +286,5 @@ def test_default_generation_passes_the_gate(tmp_path):
         if x["filter_reason"].startswith("gate_"):
             assert x["filter_reason"].removeprefix("gate_") in x["error_detail"]
     print(f"\ngate on the defaults: {g['passed']}/{g['checked']} raw replies passed ({retried} prompts retried), "
-          f"{len(rows)} of 24 prompts kept, "
+          f"{len(rows)} of {N_DEFAULT} prompts kept, "
           f"{passing} of {len(rows)} kept rows pass Gopher; failures {g['failed_by_check']}")
