@@ -65,7 +65,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     m = runner.run()
     if runner.driver:
         return 0
-    print("\nrun: " + ", ".join(f"{s} {m['stages'][s]['status']}" for s in m["stages_planned"]))
+    print("\nrun: " + ", ".join(f"{s} {m['stages'][s]['status']}" for s in m["stages_planned"]
+                                if s in m["stages"] and (not runner.only or s == runner.only)))
     print(f"wrote {runner.out}" + (f" (report: {runner.out / 'report.html'})" if "report" in m["stages_planned"] else ""))
     return 0
 

@@ -123,7 +123,7 @@ class SlurmConfig(Strict):
     job_name: str = "synthweb"
     env_command: str | None = None  # e.g. "source .venv/bin/activate"
     sbatch_args: dict[str, str] = {}
-    driver_time: str = "3-00:00:00"  # synthweb run on Slurm: the one-CPU job that submits each stage and waits for it
+    driver_time: str = "3-00:00:00"  # synthweb run on Slurm: each stage's one-CPU job that submits its jobs and waits
 
 
 class RayConfig(Strict):

@@ -59,6 +59,20 @@ def check_executor(cfg: ExecutorConfig) -> None:
                             "`ray start --head` starts one; `ray status` shows it)") from None
 
 
+def ray_init(cfg: ExecutorConfig, log_to_driver: bool = False) -> None:
+    """Connect this process to the Ray cluster of executor.ray.address (once; inside a task it already is)."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("executor.kind is ray but ray is not installed: pip install 'synthweb[ray]'") from None
+
+    if not ray.is_initialized():
+        try:
+            ray.init(address=cfg.ray.address, include_dashboard=False, log_to_driver=log_to_driver, ignore_reinit_error=True)
+        except ConnectionError as e:
+            raise UserError(f"executor.ray.address {cfg.ray.address!r}: {str(e).splitlines()[0]}") from None
+
+
 def build_executor(cfg: ExecutorConfig, pipeline: list, logging_dir: str, tasks: int | None = None, depends=None, job_suffix: str = ""):
     tasks = tasks or cfg.tasks
     workers = cfg.workers if cfg.workers != -1 else tasks
@@ -78,17 +92,9 @@ def build_executor(cfg: ExecutorConfig, pipeline: list, logging_dir: str, tasks:
             env_command=s.env_command, sbatch_args=dict(s.sbatch_args), logging_dir=logging_dir, depends=depends,
         )
     if cfg.kind == "ray":
-        try:
-            import ray
-        except ImportError:
-            raise UserError("executor.kind is ray but ray is not installed: pip install 'synthweb[ray]'") from None
         from datatrove.executor import RayPipelineExecutor
 
-        if not ray.is_initialized():
-            try:
-                ray.init(address=cfg.ray.address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-            except ConnectionError as e:
-                raise UserError(f"executor.ray.address {cfg.ray.address!r}: {str(e).splitlines()[0]}") from None
+        ray_init(cfg)
         r = cfg.ray
         return RayPipelineExecutor(
             pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir, cpus_per_task=r.cpus_per_task,

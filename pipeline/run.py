@@ -42,7 +42,16 @@ def _complete(folder: Path, stage) -> bool:
     return bool(files) and all(json.loads(f.read_text()).get("complete") for f in files if f.name == "stats.json")
 
 
-DRIVER = "SYNTHWEB_RUN_DRIVER"
+DRIVER = "SYNTHWEB_RUN_DRIVER"  # set in a cluster job (Slurm stage job, Ray task) that runs the Runner itself
+ONLY = "SYNTHWEB_RUN_STAGE"  # a Slurm stage job: the one stage it runs
+
+
+def _queued(jobs: list[str]) -> list[str]:
+    """The jobs among these still in Slurm's queue."""
+    if not jobs:
+        return []
+    q = subprocess.run(["squeue", "-h", "-j", ",".join(jobs), "-o", "%i"], capture_output=True, text=True)
+    return [j for j in jobs if j in q.stdout.split()]
 
 
 class Runner:
@@ -54,9 +63,13 @@ class Runner:
         if output:
             self.overrides.append(f"run.output={output}")
         self.cfg = load_config(config, self.overrides)  # a bad config fails here, before any stage
-        # on Slurm, `synthweb run` submits a driver job that runs this same Runner (DRIVER set): it submits each
-        # stage's jobs and waits for them before the next stage, whose plan depends on what the last one wrote
+        # on Slurm, `synthweb run` submits one job per stage, chained afterok; each runs this same Runner (DRIVER
+        # set) for its stage only (ONLY): it plans from what the stages before wrote, submits and waits
         self.driver = self.cfg.executor.kind == "slurm" and os.environ.get(DRIVER) != "1"
+        self.only = os.environ.get(ONLY) if os.environ.get(DRIVER) == "1" else None
+        # on Ray, the same Runner runs as one task on the cluster and this process waits for it, so stages
+        # that work in the caller (train-classifier, tokenize, ablate, report) never run on the launching machine
+        self.on_ray = self.cfg.executor.kind == "ray" and os.environ.get(DRIVER) != "1"
         self.out = Path(self.cfg.run.output)
         self.force, self.progress, self.log = force, progress, log
         order = run_stages()
@@ -67,7 +80,9 @@ class Runner:
             stages = [s for s in stages if order.index(s) <= order.index(until)]
         self.stages = stages
         self.manifest_path = self.out / "run.json"
-        self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() and not force else {}
+        # --force starts run.json over, once: a Slurm stage job keeps the one its submission wrote
+        fresh = force and not self.only
+        self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() and not fresh else {}
 
     def _command(self, stage: Stage, call: Call) -> str:
         """The same call as one command line (run.json keeps it, to run the stage alone)."""
@@ -113,51 +128,98 @@ class Runner:
                                   f"{bad.get('tasks')} tasks; log: {bad.get('log')})")
             time.sleep(poll)
 
-    def submit_driver(self) -> dict:
-        """Slurm: one small job that runs `synthweb run` (this Runner) on the cluster and waits there."""
+    def submit_graph(self) -> dict:
+        """Slurm: one small job per stage (one CPU, executor.slurm.driver_time), each `afterok` the one
+        before, and return. Each runs this Runner for its stage when it starts: it plans from what the
+        stages before it wrote (which datasets have rows, which are tokenized), submits the stage's jobs
+        and waits for them. A failed stage cancels the jobs after it (--kill-on-invalid-dep)."""
         from pipeline.executor import check_executor
 
         check_executor(self.cfg.executor)
         s = self.cfg.executor.slurm
         logs = self.out / "_logs"
         logs.mkdir(parents=True, exist_ok=True)
-        prev = self.manifest.get("driver_job")
-        if prev:
-            q = subprocess.run(["squeue", "-h", "-j", str(prev), "-o", "%T"], capture_output=True, text=True).stdout.strip()
-            if q:
-                raise UserError(f"{self.out}: the synthweb run driver job {prev} is {q.lower()}; wait for it "
-                                f"(synthweb status {self.out}) or scancel it first")
+        queued = _queued([str(g["job"]) for g in self.manifest.get("graph", [])])
+        if queued:
+            raise UserError(f"{self.out}: jobs of an earlier `synthweb run` are still queued ({', '.join(queued)}); wait "
+                            f"for them (synthweb status {self.out}) or scancel them first")
         argv = [sys.executable, "-m", "pipeline.cli", "run", "--output", str(self.out), "--no-progress"]
         argv += ["--config", self.config] if self.config else []
         argv += [a for o in self.overrides if not o.startswith("run.output=") for a in ("--set", o)]
         argv += ["--until", self.stages[-1]] if self.stages[-1] != run_stages()[-1] else []
         argv += ["--force"] if self.force else []
-        script = "\n".join([
-            "#!/bin/bash", f"#SBATCH --job-name={s.job_name}-run", f"#SBATCH --partition={s.partition}",
-            "#SBATCH --cpus-per-task=1", f"#SBATCH --mem-per-cpu={s.mem_per_cpu_gb}G", f"#SBATCH --time={s.driver_time}",
-            f"#SBATCH --qos={s.qos}", f"#SBATCH --output={logs}/run-driver-%j.out",
-            *(f"#SBATCH --{k}={v}" for k, v in s.sbatch_args.items()),
-            s.env_command or "", f"cd {shlex.quote(os.getcwd())}", f"export {DRIVER}=1", shlex.join(argv), ""])
-        path = logs / "run-driver.sbatch"
-        path.write_text(script)
-        r = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise UserError(f"run: sbatch refused the driver job: {(r.stderr or r.stdout).strip().splitlines()[-1]}")
-        job = r.stdout.strip().split(";")[0]
+        graph: list[dict] = []
+        try:
+            for stage in self.stages:
+                script = "\n".join([
+                    "#!/bin/bash", f"#SBATCH --job-name={s.job_name}-run-{stage}", f"#SBATCH --partition={s.partition}",
+                    "#SBATCH --cpus-per-task=1", f"#SBATCH --mem-per-cpu={s.mem_per_cpu_gb}G", f"#SBATCH --time={s.driver_time}",
+                    f"#SBATCH --qos={s.qos}", f"#SBATCH --output={logs}/run-{stage}-%j.out",
+                    # the first job is held until run.json names every job (its runner reads it)
+                    *([f"#SBATCH --dependency=afterok:{graph[-1]['job']}", "#SBATCH --kill-on-invalid-dep=yes"] if graph
+                      else ["#SBATCH --hold"]),
+                    *(f"#SBATCH --{k}={v}" for k, v in s.sbatch_args.items()),
+                    s.env_command or "", f"cd {shlex.quote(os.getcwd())}", f"export {DRIVER}=1 {ONLY}={stage}",
+                    shlex.join(argv), ""])
+                path = logs / f"run-{stage}.sbatch"
+                path.write_text(script)
+                r = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True)
+                if r.returncode != 0:
+                    raise UserError(f"run: sbatch refused the job of stage {stage}: "
+                                    f"{(r.stderr or r.stdout).strip().splitlines()[-1]}")
+                job = r.stdout.strip().split(";")[0]
+                graph.append({"stage": stage, "job": job, "log": str(logs / f"run-{stage}-{job}.out")})
+        except BaseException:
+            if graph:
+                subprocess.run(["scancel", *[g["job"] for g in graph]], capture_output=True)
+            raise
         m = self.manifest
-        m.update(config=self.config, overrides=self.overrides, stages_planned=self.stages, driver_job=job,
-                 driver_log=str(logs / f"run-driver-{job}.out"), complete=False)
+        m.update(config=self.config, overrides=self.overrides, stages_planned=self.stages, graph=graph, complete=False)
         m.setdefault("stages", {})
         atomic_write_text(self.manifest_path, json.dumps(m, indent=2))
-        self.log(f"run: submitted the driver job {job} on partition {s.partition}; it submits each stage and waits "
-                 f"for its jobs (log {m['driver_log']}); follow it with: synthweb status {self.out}")
+        subprocess.run(["scontrol", "release", graph[0]["job"]], capture_output=True)
+        self.log(f"run: submitted {len(graph)} stage jobs on partition {s.partition}, each after the one before: "
+                 + " -> ".join(f"{g['stage']} {g['job']}" for g in graph))
+        self.log(f"run: each submits its stage's jobs and waits for them; follow the run with: synthweb status {self.out}")
         return m
+
+    def run_on_ray(self) -> dict:
+        """Ray: this Runner as one task on the cluster (one CPU); its stages submit their own tasks from
+        there. Its log lines stream back here; a stage's error is raised here as the same one-line error.
+        Paths are resolved here and the task works in this directory: the nodes share a filesystem."""
+        import ray
+
+        from pipeline.executor import check_executor, ray_init
+
+        check_executor(self.cfg.executor)
+        ray_init(self.cfg.executor, log_to_driver=True)
+        cwd, out = os.getcwd(), str(self.out.resolve())
+        overrides = [o for o in self.overrides if not o.startswith("run.output=")] + [f"run.output={out}"]
+        until = self.stages[-1] if self.stages[-1] != run_stages()[-1] else None
+
+        @ray.remote(num_cpus=1, max_retries=0)
+        def synthweb_run(config, overrides, until, force, cwd):
+            os.chdir(cwd)
+            os.environ[DRIVER] = "1"
+            return Runner(config, overrides, force=force, until=until, progress=False).run()
+
+        self.log(f"run: on the Ray cluster at {self.cfg.executor.ray.address} (this process waits; Ctrl-C stops the run, "
+                 "a rerun resumes)")
+        try:
+            return ray.get(synthweb_run.remote(self.config, overrides, until, self.force, cwd))
+        except ray.exceptions.RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, (UserError, StageFailed)):
+                raise type(cause)(str(cause)) from None
+            raise StageFailed(f"run: the Ray task failed: {str(cause or e).strip().splitlines()[-1]}") from None
 
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> dict:
         if self.driver:
-            return self.submit_driver()
+            return self.submit_graph()
+        if self.on_ray:
+            return self.run_on_ray()
         keep_warnings_between_stages()
         self.out.mkdir(parents=True, exist_ok=True)
         m = self.manifest
@@ -165,6 +227,8 @@ class Runner:
         m.update(config=self.config, overrides=self.overrides, stages_planned=self.stages)
         view = RunView(self.out, self.cfg, self.stages)
         for i, name in enumerate(self.stages, 1):
+            if self.only and name != self.only:
+                continue
             stage = get(name)
             folder = self.out / stage.run_folder
             was_complete = not self.force and _complete(folder, stage)
@@ -193,6 +257,7 @@ class Runner:
             m["stages"][name] = {"status": status, "wall_s": wall, "commands": self._commands,
                                  "ran_wall_s": wall if status == "ran" else prev.get("ran_wall_s")}
             atomic_write_text(self.manifest_path, json.dumps(m, indent=2))
-        m["complete"] = self.stages[-1] == run_stages()[-1]
+        if not self.only or self.only == self.stages[-1]:
+            m["complete"] = self.stages[-1] == run_stages()[-1]
         atomic_write_text(self.manifest_path, json.dumps(m, indent=2))
         return m

@@ -25,6 +25,31 @@ FAST = ["--set", "executor.tasks=2", "--set", "executor.workers=2", "--no-progre
 # with the real model (test_generate.py::test_default_generation_passes_the_gate).
 NO_GATE = ["--set", "quality_gate.enabled=false"]
 
+# the cluster tests' small LLM stages: a generate of a few short textbooks (topics and personas on), and a
+# `synthweb run` of seeds -> generate -> dedup -> tokenize; same arguments on the cluster and locally
+SMALL_GENERATE = ["--set", "executor.tasks=2", "--set", "generate.num_prompts=3", "--set", "generate.max_tokens=24",
+                  "--set", "generate.min_tokens=1", "--set", "generate.topics.sample_size=20",
+                  "--set", "generate.topics.min_clusters=2", "--set", "generate.topics.max_clusters=3",
+                  "--set", "generate.personas.from_seeds=2", *NO_GATE]
+SMALL_RUN = ["--set", "run.stages=[seeds, generate, dedup, tokenize]", "--set", "executor.tasks=2",
+             "--set", "generate.num_prompts=2", "--set", "generate.max_tokens=16", "--set", "generate.min_tokens=1",
+             "--set", "generate.topics.enabled=false", "--set", "generate.personas.enabled=false", *NO_GATE,
+             "--set", "generate.teachers=[]", "--set", "tokenize.validation_fraction=0"]
+# runs a command and prints the peak RSS of its process tree's largest process: the launcher's memory
+PEAK = """import resource, subprocess, sys
+r = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+sys.stdout.write(r.stdout); sys.stderr.write(r.stderr)
+print("PEAK_KB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(r.returncode)"""
+
+
+def launcher_peak(*args: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    """`synthweb ARGS` as a user runs it, and the peak memory (MB) of that launching process."""
+    r = subprocess.run([sys.executable, "-c", PEAK, sys.executable, "-m", "pipeline.cli", *args], cwd=REPO,
+                       capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    peak = int(r.stdout.split("PEAK_KB")[-1]) / 1024 if "PEAK_KB" in r.stdout else float("nan")
+    return r, peak
+
 
 def need(path: Path) -> Path:
     if not path.exists():

@@ -1,6 +1,7 @@
 """Stages on a Ray cluster started by the test (`ray start --head` on this machine, 2 CPUs), reached by
-executor.ray.address: seeds and dedup (MinHash's four passes, exact's hashes and decisions) give the
-local executor's ids."""
+executor.ray.address: `synthweb run --until tokenize` (one task on the cluster that runs every stage:
+seeds, generate with its topics and personas a task of their own, MinHash dedup's passes, tokenize)
+gives the local executor's ids, and the launching process loads no model."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_rows, real_pages, synthweb
+from tests.conftest import SMALL_RUN, launcher_peak, read_rows, real_pages, synthweb
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                 reason="ray is not installed (pip install 'synthweb[ray]')")
@@ -48,20 +49,37 @@ def ids(folder: Path) -> list[str]:
     return sorted(r["id"] for r in read_rows(folder))
 
 
-def test_seeds_and_dedup_on_a_ray_cluster_give_the_local_ids(ray_cluster, tmp_path):
-    pages = [{"id": p["id"], "text": p["text"]} for p in real_pages(40, 2000)]
-    docs = tmp_path / "docs.jsonl"
-    docs.write_text("".join(json.dumps(r) + "\n" for r in pages + [{"id": f"{r['id']}-copy", "text": r["text"]}
-                                                                     for r in pages[:5]]))
+# a process that imports ray and datatrove and connects to the cluster, but holds no torch model (one is 500+ MB)
+LAUNCHER_MB = 450
+
+
+def test_synthweb_run_on_a_ray_cluster_runs_every_stage_there(ray_cluster, tmp_path):
+    """`synthweb run` is one task on the cluster (its stages' own tasks are submitted from it, generate's
+    topics and personas a task of their own, its diversity report another): the launcher waits, holds
+    no model, and the result is the local run's."""
+    pages = tmp_path / "pages.jsonl"
+    pages.write_text("".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in real_pages(60, 2000)))
     args, env = ray_cluster
-    env = {**env, "RAY_ADDRESS": "", "RAY_DEDUP_LOGS": "0"}
-    for stage, extra in (("seeds", []), ("dedup", ["--method", "minhash"]), ("dedup", ["--method", "exact"])):
-        local, remote = tmp_path / f"{stage}{extra}-local", tmp_path / f"{stage}{extra}-ray"
-        common = [stage, "--input", str(docs), *extra, "--set", "executor.tasks=2"]
-        r = synthweb(*common, "--output", str(local), "--no-progress")
-        assert r.returncode == 0, r.stderr[-2000:]
-        r = synthweb(*common, "--output", str(remote), *args, env=env, timeout=900)
-        assert r.returncode == 0, (stage, extra, r.stderr[-3000:])
-        assert json.loads((remote / "stats.json").read_text())["complete"]
-        assert ids(remote / "data") == ids(local / "data"), (stage, extra)
-        assert ids(remote / "removed") == ids(local / "removed"), (stage, extra)
+    small = ["run", "--until", "tokenize", "--set", f"input.source={pages}", *SMALL_RUN,
+             "--set", "generate.topics.enabled=true", "--set", "generate.topics.sample_size=20",
+             "--set", "generate.topics.min_clusters=2", "--set", "generate.topics.max_clusters=3",
+             "--set", "generate.personas.enabled=true", "--set", "generate.personas.from_seeds=2"]
+    remote, local = tmp_path / "ray", tmp_path / "local"
+    r, peak_mb = launcher_peak(*small, "--output", str(remote), *args, env={**env, "RAY_ADDRESS": ""})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert peak_mb < LAUNCHER_MB, f"the launching process peaked at {peak_mb:.0f} MB: a model was loaded in it"
+    m = json.loads((remote / "run.json").read_text())
+    assert all(m["stages"][s]["status"] == "ran" for s in ("seeds", "generate", "dedup", "tokenize")), m["stages"]
+    assert "run: seeds ran, generate ran, dedup ran, tokenize ran" in r.stdout, r.stdout[-2000:]
+    gen = json.loads((remote / "generate" / "stats.json").read_text())
+    assert gen["prepare"]["seeds_sampled"] > 0 and gen["diversity"]["generations"] == gen["records_out"] > 0
+    assert (remote / "generate" / "_logs" / "finish").is_dir()  # the diversity report ran as a task
+    r = synthweb(*small, "--output", str(local), "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    for sub in ("seeds/data", "generate/data", "dedup/textbooks/data"):
+        assert ids(remote / sub) == ids(local / sub), sub
+    tok = lambda out: json.loads((out / "tokens" / "textbooks" / "tokens.json").read_text())["documents"]  # noqa: E731
+    assert tok(remote) == tok(local)
+    # a second call reuses every stage, still through the cluster
+    r = synthweb(*small, "--output", str(remote), *args, env={**env, "RAY_ADDRESS": ""}, timeout=900)
+    assert r.returncode == 0 and "run: seeds reused, generate reused, dedup reused, tokenize reused" in r.stdout, r.stderr[-2000:]

@@ -293,19 +293,23 @@ MAIN_TAG = {"filter": "kept"}
 
 
 def run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], force: bool = False,
-              progress: bool = True, needs_input: bool = True, printer=print, extra_hash: str = "") -> dict:
+              progress: bool = True, needs_input: bool = True, printer=print, extra_hash: str = "",
+              finish: Callable[[Config, dict], dict] | None = None) -> dict:
     """Run one stage end to end (or resume it) under the output folder's lock; returns the stats dict
     also written to stats.json. ``extra_hash`` joins the config hash (e.g. the fingerprints of the
-    classifiers a stage applies)."""
+    classifiers a stage applies). ``finish(cfg, stats)`` adds to a completed stage's stats.json what
+    needs its whole output (generate's diversity, with the encoder): a module-level function, run where
+    the work runs (here locally, in the finalize job on Slurm, as a one-task job on Ray), never in a
+    cluster's launching process."""
     from pipeline.executor import check_executor
 
     check_executor(cfg.executor)
     with output_lock(Path(cfg.run.output), stage):
-        return _run_stage(stage, cfg, build, force, progress, needs_input, printer, extra_hash)
+        return _run_stage(stage, cfg, build, force, progress, needs_input, printer, extra_hash, finish)
 
 
 def _run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], force: bool, progress: bool,
-               needs_input: bool, printer, extra_hash: str) -> dict:
+               needs_input: bool, printer, extra_hash: str, finish=None) -> dict:
     output = Path(cfg.run.output)
     h = cfg.hash(STAGE_SECTIONS.get(stage))
     if extra_hash:
@@ -320,6 +324,8 @@ def _run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], f
         if prev.get("complete") and prev.get("config_hash") == h:
             printer(f"{stage}: {output} is already complete (config {h}); nothing to do. Use --force to redo it.")
             print_summary(prev, printer)
+            if finish and cfg.executor.kind == "local":  # a run killed between stats.json and its additions
+                prev = finish(cfg, prev)
             return prev
         if prev.get("complete"):
             raise UserError(
@@ -382,8 +388,8 @@ def _run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], f
             "rerun the same command to resume)"
         ) from None
     if cfg.executor.kind == "slurm":
-        fin = build_executor(cfg.executor, [FinalizeStep(str(output), stage, h, state["run_id"])], str(logs / "finalize"),
-                             tasks=1, depends=executor, job_suffix="-finalize")
+        fin = build_executor(cfg.executor, [FinalizeStep(str(output), stage, h, state["run_id"], finish, cfg)],
+                             str(logs / "finalize"), tasks=1, depends=executor, job_suffix="-finalize")
         fin.run()
         jobs = [(n, d, e) for n, d, e in ctx.passes] + [(stage, logs, executor), ("finalize", logs / "finalize", fin)]
         _save_jobs(logs, [{"name": n, "logging_dir": str(d), "job_id": getattr(e, "job_id", None), "tasks": e.world_size}
@@ -392,6 +398,12 @@ def _run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], f
                 f"(synthweb status {output})")
         return {"stage": stage, "submitted": True}
     stats = complete_stage(str(output), stage, h, state["run_id"], wall_time=time.time() - t0, resumed=resumed)
+    if finish and cfg.executor.kind == "local":
+        stats = finish(cfg, stats)
+    elif finish:  # Ray: a one-task job on the cluster
+        with quiet_datatrove():
+            build_executor(cfg.executor, [RunOnce(finish, cfg, stats)], str(logs / "finish"), tasks=1).run()
+        stats = json.loads(stats_path.read_text())
     print_summary(stats, printer)
     return stats
 
@@ -510,12 +522,15 @@ class FinalizeStep(PipelineStep):
     name = "🏁 finalize"
     type = "🔧 - SETUP"
 
-    def __init__(self, output: str, stage: str, config_hash: str, run_id: str):
+    def __init__(self, output: str, stage: str, config_hash: str, run_id: str, finish=None, cfg=None):
         super().__init__()
         self.output, self.stage, self.config_hash, self.run_id = output, stage, config_hash, run_id
+        self.finish, self.cfg = finish, cfg
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        complete_stage(self.output, self.stage, self.config_hash, self.run_id)
+        stats = complete_stage(self.output, self.stage, self.config_hash, self.run_id)
+        if self.finish and stats.get("complete"):
+            self.finish(self.cfg, stats)
         return
         yield
 

@@ -541,11 +541,13 @@ def build(ctx: StageContext) -> list:
 
 
 def finish(cfg, stats: dict) -> dict:
-    """What generate adds to stats.json once complete: diversity, preparation, teachers' win rates."""
+    """What generate adds to stats.json once complete: diversity (the encoder), preparation, teachers'
+    win rates, the audit. Run where the stage's work runs (run_stage's ``finish``)."""
     import json
 
     from pipeline.embed import encoder_from
     from pipeline.io.writer import atomic_write_text
+    from pipeline.stages.audit import add_audit
     from pipeline.stages.diversity import report
 
     out = Path(cfg.run.output)
@@ -561,17 +563,15 @@ def finish(cfg, stats: dict) -> dict:
         changed = True
     if changed:
         atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
-    return stats
+    return add_audit(cfg, stats)
 
 
 def main(cfg, force: bool = False, progress: bool = True) -> dict:
-    from pipeline.stages.audit import add_audit
     from pipeline.stages.base import run_stage
 
     check_seeds(cfg)
     check_judge(cfg)
-    stats = finish(cfg, run_stage("generate", cfg, build, force=force, progress=progress))
-    stats = add_audit(cfg, stats)
+    stats = run_stage("generate", cfg, build, force=force, progress=progress, finish=finish)
     if stats.get("complete") and stats.get("records_out", 0) == 0:
         raise UserError(f"generation produced no texts (see {cfg.run.output}/removed and stats.json for the reasons)")
     return stats

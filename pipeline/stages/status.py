@@ -115,24 +115,28 @@ def status(run: Path) -> list[dict]:
     folders = sorted({p.parent.parent for p in run.glob("*/_logs/state.json")} | {p.parent for p in run.glob("*/stats.json")}
                      | {p.parent.parent for p in run.glob("*/*/_logs/state.json")} | {p.parent for p in run.glob("*/*/stats.json")})
     folders = [f for f in folders if not any(part.startswith("_") for part in f.relative_to(run).parts)]
-    driver = _driver(run)
-    if not folders and not driver:
+    graph = _graph(run)
+    if not folders and not graph:
         raise UserError(f"status: {run} holds no stage output (no stats.json or _logs/state.json under it)")
-    return driver + [stage_status(f) for f in folders]
+    return graph + [stage_status(f) for f in folders]
 
 
-def _driver(run: Path) -> list[dict]:
-    """The driver job of `synthweb run` on Slurm, from run.json."""
+def _graph(run: Path) -> list[dict]:
+    """The stage jobs of `synthweb run` on Slurm (run.json): queued ones by their squeue state, the others
+    by what the stage's runner recorded; a job that left the queue without recording was cancelled
+    (scancel, or a failed stage before it)."""
     m = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
-    job = m.get("driver_job")
-    if not job:
-        return []
-    q = _queue([str(job)]).get(str(job), "")
-    planned = m.get("stages_planned", [])
-    finished = planned and all(m.get("stages", {}).get(x, {}).get("status") in ("ran", "reused", "skipped") for x in planned)
-    state = q.lower() if q else "done" if finished else "failed"
-    return [{"folder": str(run), "stage": "run (driver)", "state": state,
-             "detail": f"job {job}; stages {', '.join(m.get('stages_planned', []))}; log {m.get('driver_log')}"}]
+    graph = m.get("graph", [])
+    queue = _queue([str(g["job"]) for g in graph])
+    out = []
+    for g in graph:
+        recorded = m.get("stages", {}).get(g["stage"], {}).get("status")
+        q = queue.get(str(g["job"]), "")
+        state = (q.lower() if q else "done" if recorded in ("ran", "reused", "skipped") else "failed" if recorded == "failed"
+                 else "cancelled")
+        out.append({"folder": str(run), "stage": f"run job {g['stage']}", "state": state,
+                    "detail": f"job {g['job']}; log {g['log']}"})
+    return out
 
 
 def main(cfg, force: bool = False, progress: bool = True, input: str | None = None, output: str | None = None) -> dict:
@@ -154,7 +158,7 @@ def lines(cfg, r: dict) -> list[str]:
 STAGE = Stage(
     name="status", help="a run folder -> each stage and job: done, running, pending, failed (with its log)",
     description="Read every stage folder under RUN (a `synthweb run` folder or one stage's --output) and print its "
-    "state; for Slurm submissions each job (preparation passes, the stage's tasks, the finalize job) with its "
+    "state; for `synthweb run` on Slurm each stage's job; for Slurm submissions each job (preparation passes, the stage's tasks, the finalize job) with its "
     "state from squeue and the tasks done, and the log of the first failed task.",
     main=main, summary=lines, io_in_config=False, progress=False, force_help=None, config=False,
     input_help="the run folder, or one stage's --output", output_help=None, positional_input=True,
