@@ -1,7 +1,7 @@
 """Stages on a Ray cluster started by the test (`ray start --head` on this machine, 2 CPUs), reached by
 executor.ray.address: `synthweb run --until tokenize` (one task on the cluster that runs every stage:
 seeds, generate with its topics and personas a task of their own, MinHash dedup's passes, tokenize)
-gives the local executor's ids, and the launching process loads no model."""
+and exact and semantic dedup give the local executor's ids, and the launching process loads no model."""
 
 from __future__ import annotations
 
@@ -83,3 +83,21 @@ def test_synthweb_run_on_a_ray_cluster_runs_every_stage_there(ray_cluster, tmp_p
     # a second call reuses every stage, still through the cluster
     r = synthweb(*small, "--output", str(remote), *args, env={**env, "RAY_ADDRESS": ""}, timeout=900)
     assert r.returncode == 0 and "run: seeds reused, generate reused, dedup reused, tokenize reused" in r.stdout, r.stderr[-2000:]
+
+
+def test_exact_and_semantic_dedup_on_a_ray_cluster_give_the_local_ids(ray_cluster, tmp_path):
+    """The two methods whose decisions are a one-task pass after the first (MinHash: the run test above)."""
+    pages = [{"id": p["id"], "text": p["text"]} for p in real_pages(40, 2000)]
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps(r) + "\n" for r in pages + [{"id": f"{r['id']}-copy", "text": r["text"]}
+                                                                     for r in pages[:5]]))
+    args, env = ray_cluster
+    for method in ("exact", "semantic"):
+        local, remote = tmp_path / f"{method}-local", tmp_path / f"{method}-ray"
+        common = ["dedup", "--input", str(docs), "--method", method, "--set", "executor.tasks=2"]
+        r = synthweb(*common, "--output", str(local), "--no-progress")
+        assert r.returncode == 0, r.stderr[-2000:]
+        r = synthweb(*common, "--output", str(remote), *args, env={**env, "RAY_ADDRESS": ""}, timeout=900)
+        assert r.returncode == 0, (method, r.stderr[-3000:])
+        assert ids(remote / "data") == ids(local / "data"), method
+        assert ids(remote / "removed") == ids(local / "removed") and len(ids(local / "removed")) >= 5, method
