@@ -46,14 +46,6 @@ DRIVER = "SYNTHWEB_RUN_DRIVER"  # set in a cluster job (Slurm stage job, Ray tas
 ONLY = "SYNTHWEB_RUN_STAGE"  # a Slurm stage job: the one stage it runs
 
 
-def _queued(jobs: list[str]) -> list[str]:
-    """The jobs among these still in Slurm's queue."""
-    if not jobs:
-        return []
-    q = subprocess.run(["squeue", "-h", "-j", ",".join(jobs), "-o", "%i"], capture_output=True, text=True)
-    return [j for j in jobs if j in q.stdout.split()]
-
-
 class Runner:
     def __init__(self, config: str | None, overrides: list[str], output: str | None = None, force: bool = False,
                  until: str | None = None, progress: bool = True, log=print):
@@ -139,7 +131,9 @@ class Runner:
         s = self.cfg.executor.slurm
         logs = self.out / "_logs"
         logs.mkdir(parents=True, exist_ok=True)
-        queued = _queued([str(g["job"]) for g in self.manifest.get("graph", [])])
+        from pipeline.stages.status import queue_states
+
+        queued = sorted(queue_states([str(g["job"]) for g in self.manifest.get("graph", [])]))
         if queued:
             raise UserError(f"{self.out}: jobs of an earlier `synthweb run` are still queued ({', '.join(queued)}); wait "
                             f"for them (synthweb status {self.out}) or scancel them first")
@@ -249,13 +243,14 @@ class Runner:
                     status = "reused" if before and before == _markers(folder, stage) else "ran"
             except BaseException as e:
                 m["stages"][name] = {**prev, "status": "failed", "error": str(e).splitlines()[0] if str(e) else type(e).__name__,
-                                     "commands": self._commands}
+                                     "commands": self._commands, **({"job": os.environ.get("SLURM_JOB_ID")} if self.only else {})}
                 atomic_write_text(self.manifest_path, json.dumps(m, indent=2))
                 raise
             wall = round(time.time() - t0, 2)
             # ran_wall_s: the time of the call that did the work (the report's time per stage)
             m["stages"][name] = {"status": status, "wall_s": wall, "commands": self._commands,
-                                 "ran_wall_s": wall if status == "ran" else prev.get("ran_wall_s")}
+                                 "ran_wall_s": wall if status == "ran" else prev.get("ran_wall_s"),
+                                 **({"job": os.environ.get("SLURM_JOB_ID")} if self.only else {})}
             atomic_write_text(self.manifest_path, json.dumps(m, indent=2))
         if not self.only or self.only == self.stages[-1]:
             m["complete"] = self.stages[-1] == run_stages()[-1]

@@ -17,7 +17,7 @@ from pipeline.errors import UserError
 from pipeline.stages import Stage
 
 
-def _queue(job_ids: list[str]) -> dict[str, str]:
+def queue_states(job_ids: list[str]) -> dict[str, str]:
     """{job id or job_task: state} of the jobs still in Slurm's queue ({} without Slurm)."""
     if not job_ids:
         return {}
@@ -58,7 +58,7 @@ def stage_status(folder: Path) -> dict:
         for j in json.loads(jobs_file.read_text()):  # the last submission of each pass counts
             latest[j["name"]] = j
         ids = [str(j["job_id"]) for j in latest.values() if j.get("job_id") not in (None, -1)]
-        queue = _queue(ids)
+        queue = queue_states(ids)
         passes = []
         for name, j in latest.items():
             d, jid = Path(j["logging_dir"]), str(j.get("job_id"))
@@ -127,10 +127,11 @@ def _graph(run: Path) -> list[dict]:
     (scancel, or a failed stage before it)."""
     m = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
     graph = m.get("graph", [])
-    queue = _queue([str(g["job"]) for g in graph])
+    queue = queue_states([str(g["job"]) for g in graph])
     out = []
     for g in graph:
-        recorded = m.get("stages", {}).get(g["stage"], {}).get("status")
+        entry = m.get("stages", {}).get(g["stage"], {})
+        recorded = entry.get("status") if str(entry.get("job")) == str(g["job"]) else None  # not an earlier run's
         q = queue.get(str(g["job"]), "")
         state = (q.lower() if q else "done" if recorded in ("ran", "reused", "skipped") else "failed" if recorded == "failed"
                  else "cancelled")
