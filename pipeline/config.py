@@ -377,6 +377,8 @@ class TopicsConfig(Strict):
     keep: list[str] = []  # only these topics (by label, case-insensitive); empty: all
     drop: list[str] = []
     max_distance: float = Field(default=0.75, gt=0, le=2)  # cosine distance beyond which a seed gets no topic
+    # an LLM name must resemble its cluster: nearest to its own centroid, at least this cosine (else the keyword pick)
+    min_label_similarity: float = Field(default=0.2, ge=-1, le=1)
     include_probability: float = Field(default=0.7, ge=0, le=1)  # how often the topic is named in the prompt
 
     @model_validator(mode="after")
@@ -403,7 +405,7 @@ class PersonasConfig(Strict):
 
 
 AUDIENCES = ("young_children", "middle_school", "high_school", "college", "researchers", "general_public")
-FORMATS = ("textbook_narrative", "textbook_academic", "lecture_notes", "blog_post", "wikihow", "story", "qa")
+FORMATS = ("summary_explained", "rewrite", "explanation", "textbook_narrative", "textbook_academic", "lecture_notes", "blog_post", "wikihow", "story", "qa")
 
 
 def merge_llm(base: "LLMConfig", override: dict[str, Any]) -> "LLMConfig":
@@ -421,7 +423,10 @@ def merge_llm(base: "LLMConfig", override: dict[str, Any]) -> "LLMConfig":
 class JudgeConfig(Strict):
     """Multi-teacher generation: who picks the best of the teachers' answers to one prompt."""
 
-    kind: Literal["llm", "classifier"] = "llm"  # llm: a judge prompt picks one; classifier: the highest score
+    # measures: the answer with the best faithfulness + coherence (+ quality score / 5) wins (the quality gate's
+    # meaning measurements; bench/bench_gate.py measures how often the 135M LLM judge agrees with it);
+    # llm: a judge prompt picks one; classifier: the highest score of a train-classifier folder
+    kind: Literal["measures", "llm", "classifier"] = "measures"
     classifier: str | None = None  # kind classifier: a train-classifier folder (synthweb run fills in its own)
     llm: dict[str, Any] = {}  # kind llm: overrides of the llm section for the judge model
     template: str = "pick"  # prompts/judge/<template>.j2
@@ -612,6 +617,10 @@ class GateLanguageCheck(Strict):
     languages: list[str] = ["en"]  # py3langid codes, as seeds.language
     min_score: float = Field(default=0.5, ge=0, le=1)
     min_chars: int = Field(default=200, ge=1)  # language id is not trusted on shorter replies
+    # a reply that switches language mid-way (English, then a Spanish tail) reads as English as a whole: every
+    # window of this many characters is identified too; 1% of real FineWeb pages hold such a window (they do mix)
+    window_chars: int = Field(default=300, ge=50)
+    window_min_score: float = Field(default=0.95, ge=0, le=1)  # a window this sure of another language fails
 
 
 class EchoCheck(Strict):
@@ -619,7 +628,11 @@ class EchoCheck(Strict):
     # talk about the prompt instead of doing the task ("The extract is a document that provides ...")
     phrases: list[str] = [r"\b(?:the|this|that|given|provided|above)\s+(?:web\s+)?(?:extract|excerpt)s?\b",
                           r"\bthe\s+(?:given|provided|above|following)\s+(?:text|passage|document|web\s*page|prompt)\b",
-                          r"\b(?:the|this|these|your)\s+(?:prompt|instructions?\s+(?:require|ask|say|tell|want)s?)\b"]
+                          r"\b(?:the|this|these|your)\s+(?:prompt|instructions?\s+(?:require|ask|say|tell|want)s?)\b",
+                          # the assistant talking to its user ("let me try again", "here's how you could rephrase ...")
+                          r"\b(?:let me|I'll|I will|I'm going to|I am going to)\s+(?:try again|help you|rephrase|rewrite)\b",
+                          r"\bhere(?:'s| is)\s+how\s+you\s+(?:could|can|might)\s+(?:rephrase|rewrite|summari[sz]e)\b",
+                          r"\bhere goes\b", r"\bI hope (?:this|that) helps\b"]
     opening_chars: int = Field(default=300, ge=0)  # a phrase here fails the reply
     max_phrase_hits: int = Field(default=1, ge=0)  # more phrases than this anywhere fail it
     ngram: int = Field(default=8, ge=2)
@@ -642,17 +655,51 @@ class TruncationCheck(Strict):
     min_kept_share: float = Field(default=0.5, ge=0, le=1)  # trim keeps at least this share, else the reply fails
 
 
+class QualityScore(Strict):
+    """A classifier that scores every output and its source (FinePhrase logs both): a train-classifier
+    folder, a Hugging Face sequence classifier (Hub ID or folder, e.g. HuggingFaceFW/fineweb-edu-classifier)
+    or fasttext:PATH[#LABEL] (classifiers/scorer.py). synthweb run sets its own trained classifier."""
+
+    classifier: str | None = None
+    max_drop: float | None = Field(default=None, ge=0)  # gate_quality_drop: output scores more than this below its source
+    device: str = "auto"
+
+
+class MeaningCheck(Strict):
+    """Is the reply about its source, does it hold together (MiniLM by default: the encoder section)?
+    Thresholds from real web text (bench/bench_meaning.py): a page's next 300 words against its first 150
+    reach 0.30 on 97% of FineWeb and 96% of Common Crawl pages; the halves of those 300 words reach 0.15 on
+    99%. On the 135M model's replies read by hand, 0.30 removes 27 of 30 off-topic ones and 1 of 19 about
+    their seed; a coherence level of 0.20 removed 2 more of those 19 and no nonsense that 0.30 kept."""
+
+    enabled: bool = True
+    min_faithfulness: float = Field(default=0.30, ge=-1, le=1)  # cosine(source, reply) below: gate_off_topic
+    min_coherence: float = Field(default=0.15, ge=-1, le=1)  # cosine(first half, second half) below: gate_incoherent
+    coherence_words: int = Field(default=300, ge=20)  # the halves are cut from the reply's first this many words
+    min_words: int = Field(default=80, ge=10)  # shorter replies: coherence is not measured
+    quality: QualityScore = QualityScore()
+
+
 class QualityGateConfig(Strict):
     """Every LLM reply a stage keeps passes these checks first (pipeline/gate.py); failures go to
     removed/ with filter_reason gate_<check> and the raw reply."""
 
     enabled: bool = True
+    meaning: MeaningCheck = MeaningCheck()
     filters: GateFilters = GateFilters()
     loops: LoopCheck = LoopCheck()
     script: ScriptCheck = ScriptCheck()
     language: GateLanguageCheck = GateLanguageCheck()
     echo: EchoCheck = EchoCheck()
     truncation: TruncationCheck = TruncationCheck()
+
+
+class GateStageConfig(Strict):
+    """``synthweb gate``: which columns of rows made elsewhere hold what the gate needs."""
+
+    source_column: str | None = None  # each row's source text; default: the first of seed_extract, source_chunk, ... prompt
+    prompt_column: str | None = None  # the prompt, for the echo check; default: prompt when the rows have it
+    chunk_size: int = Field(default=64, ge=1)  # rows per meaning batch (one encoder call)
 
 
 class AuditConfig(Strict):
@@ -691,6 +738,25 @@ class DedupConfig(Strict):
     language: str = "en"  # datatrove's word tokenizer for the shingles
 
 
+class ParaphraseCheck(Strict):
+    """The semantic pass of decontaminate (pipeline/stages/paraphrase.py): a passage keeping most of a benchmark
+    item's answer and a share of its content words, confirmed by the encoder's cosine."""
+
+    enabled: bool = True
+    min_similarity: float = Field(default=0.8, ge=-1, le=1)  # cosine(passage, item) that confirms a candidate
+    min_content_overlap: float = Field(default=0.3, gt=0, le=1)  # share of the item's content words in the passage
+    min_answer_overlap: float = Field(default=0.75, ge=0, le=1)  # share of its gold answer's content words there
+    # items whose answer has no content word (yes/no, a letter): more of their own words and a closer embedding
+    no_answer_min_overlap: float = Field(default=0.5, gt=0, le=1)
+    no_answer_min_similarity: float = Field(default=0.85, ge=-1, le=1)
+    min_content_words: int = Field(default=4, ge=1)  # items with fewer content words are left to the n-gram pass
+    sentences: list[int] = [2, 3, 4]  # passages: windows of each of these many consecutive sentences (stride 1)
+    max_passage_words: int = Field(default=150, ge=10)
+    max_candidates: int = Field(default=5, ge=1)  # items per document whose best passages the encoder confirms
+    passages_per_item: int = Field(default=3, ge=1)
+    batch: int = Field(default=64, ge=1)  # documents per encoder call
+
+
 class DecontaminateConfig(Strict):
     """``synthweb decontaminate``: documents containing benchmark items are removed (or flagged)."""
 
@@ -704,6 +770,7 @@ class DecontaminateConfig(Strict):
     min_item_words: int = Field(default=8, ge=1)  # shorter items are not indexed (too generic to judge)
     action: Literal["remove", "flag"] = "remove"
     examples: int = Field(default=5, ge=0)  # per benchmark, in report.json
+    paraphrase: ParaphraseCheck = ParaphraseCheck()
 
 
 class ClassifierConfig(Strict):
@@ -908,6 +975,7 @@ class Config(Strict):
     decontaminate: DecontaminateConfig = DecontaminateConfig()
     audit: AuditConfig = AuditConfig()
     quality_gate: QualityGateConfig = QualityGateConfig()
+    gate: GateStageConfig = GateStageConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     classify: ClassifyConfig = ClassifyConfig()
     filter: FilterConfig = FilterConfig()

@@ -62,4 +62,16 @@ class Encoder:
 
 def encoder_from(e) -> Encoder:
     """The encoder of an ``encoder`` config section (one place builds it from config)."""
-    return Encoder(e.model, e.device, e.batch_size, e.max_chars)
+    return shared_encoder(e)
+
+
+_LOADED: dict[tuple, Encoder] = {}
+
+
+def shared_encoder(e) -> Encoder:
+    """One loaded encoder per configuration and process: a generation task's topic assignment, the
+    quality gate's meaning checks and the diversity report use the same model in memory."""
+    key = (e.model, e.device, e.batch_size, e.max_chars)
+    if key not in _LOADED:
+        _LOADED[key] = Encoder(*key)
+    return _LOADED[key]

@@ -8,14 +8,20 @@ degeneration checks catch what web filters were never built for, because web pag
   or one sentence said more often than ``max_sentence_repeats`` times anywhere in the reply;
 - ``mixed_script``: words that mix alphabets (Cyrillic homoglyphs inside English words), and
   ``other_script``: too many letters outside the target language's alphabets;
-- ``wrong_language``: py3langid (the seeds' language id) says another language;
+- ``wrong_language``: py3langid (the seeds' language id) says another language, for the whole reply or,
+  sure of it, for one window of it (a reply that switches language mid-way);
 - ``prompt_echo``: the reply talks about the prompt ("The extract is a document that ...") or copies
   it (a large share of its word n-grams appear in the instructions or the extract);
 - ``cut_at_max_tokens``: the reply stopped at ``max_tokens`` in the middle of a sentence. With
   ``truncation.action: trim`` it is cut back to its last full sentence when enough remains.
 
-``check`` returns a verdict with every failing check (the first is the row's ``filter_reason``) and
-the measurements behind them, which the audit reuses on any folder of shards.
+And the meaning checks (pipeline/meaning.py), on a reply as a document: ``off_topic`` (far from its
+source by the encoder), ``incoherent`` (its halves far from each other) and, with a classifier,
+``quality_drop`` (scored well below its source).
+
+``check_many`` returns a verdict per reply with every failing check (the first is the row's
+``filter_reason``) and the measurements behind them (``semantic``: faithfulness, coherence, quality),
+which the audit and ``synthweb gate`` reuse on any folder of shards.
 """
 
 from __future__ import annotations
@@ -28,12 +34,14 @@ from functools import lru_cache
 
 from datatrove.data import Document
 
-from pipeline.config import DATATROVE_FILTERS, QualityGateConfig
+from pipeline.config import DATATROVE_FILTERS, EncoderConfig, QualityGateConfig
+from pipeline.meaning import MEANING_CHECKS, Meaning
 
 # check names, in the order they run; filter_reason is "gate_<name>"
-CHECKS = ("cut_at_max_tokens", "loop", "mixed_script", "other_script", "wrong_language", "prompt_echo",
-          "gopher_repetition", "gopher_quality", "c4", "fineweb")
-DOCUMENT_ONLY = ("cut_at_max_tokens", "gopher_repetition", "gopher_quality", "c4", "fineweb")
+FORM_CHECKS = ("cut_at_max_tokens", "loop", "mixed_script", "other_script", "wrong_language", "prompt_echo",
+               "gopher_repetition", "gopher_quality", "c4", "fineweb")
+CHECKS = FORM_CHECKS + MEANING_CHECKS
+DOCUMENT_ONLY = ("cut_at_max_tokens", "gopher_repetition", "gopher_quality", "c4", "fineweb") + MEANING_CHECKS
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _SENT_END = re.compile(r"[.!?…](?:[\"'”’)\]*_]*)(?=\s|$)")
@@ -46,6 +54,7 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)  # failing checks, in CHECKS order
     details: dict[str, str] = field(default_factory=dict)  # check -> what failed (e.g. datatrove's reason)
     metrics: dict[str, float | str | None] = field(default_factory=dict)
+    semantic: dict[str, float | None] = field(default_factory=dict)  # faithfulness, coherence, quality (pipeline/meaning.py)
     text: str = ""  # the reply as kept (trimmed to its last sentence when it was cut at max_tokens)
     trimmed: bool = False
     seconds: float = 0.0  # the check's own time (the gate's cost is reported against the stage's wall time)
@@ -56,6 +65,12 @@ class Verdict:
 
     def detail(self) -> str:
         return "; ".join(f"{r}: {self.details[r]}" if self.details.get(r) else r for r in self.reasons)
+
+    def record(self) -> str:
+        """The row's ``gate`` column: pass/fail, failing checks and the form measurements."""
+        import json
+
+        return json.dumps({"passed": self.passed, "failed": self.reasons, **self.metrics})
 
 
 @lru_cache(maxsize=64)
@@ -169,13 +184,28 @@ def ends_mid_sentence(text: str) -> bool:
     return bool(t) and not _SENT_END.search(t[-4:] if len(t) >= 4 else t) and not t.endswith(("```", ":"))
 
 
+def _windows(text: str, chars: int) -> list[str]:
+    """The text in consecutive windows of about ``chars`` characters, cut at spaces (a short tail joins none)."""
+    out, cur, size = [], [], 0
+    for w in text.split():
+        cur.append(w)
+        size += len(w) + 1
+        if size >= chars:
+            out.append(" ".join(cur))
+            cur, size = [], 0
+    if cur and size >= chars // 2:
+        out.append(" ".join(cur))
+    return out if len(out) > 1 else []
+
+
 class QualityGate:
     """Built once per task; ``check`` is pure (no state between replies)."""
 
-    def __init__(self, cfg: QualityGateConfig):
+    def __init__(self, cfg: QualityGateConfig, encoder: EncoderConfig | None = None):
         import importlib
 
         self.cfg = cfg
+        self.meaning = Meaning(cfg.meaning, encoder) if cfg.meaning.enabled else None
         self.allowed = {s.upper() for s in cfg.script.scripts}
         self.phrases = [re.compile(p, re.IGNORECASE) for p in cfg.echo.phrases]
         self.filters = {}
@@ -198,11 +228,38 @@ class QualityGate:
         lang, score = self._lang.classify(text[:10_000])
         return lang, float(score)
 
+    def check_many(self, texts: list[str], *, sources: list[str | None] | None = None,
+                   echo_sources: list[str | None] | None = None, finish_reasons: list[str | None] | None = None,
+                   kind: str = "document") -> list[Verdict]:
+        """Gate a batch of replies: the form checks one by one, then the meaning checks in one batch
+        (``sources``: what each reply is about, e.g. its seed extract; without one, faithfulness is
+        not measured). The meaning time is shared out over the verdicts' ``seconds``."""
+        import time
+
+        n = len(texts)
+        vs = [self.check(t, echo_source=(echo_sources or [None] * n)[i], finish_reason=(finish_reasons or [None] * n)[i],
+                         kind=kind) for i, t in enumerate(texts)]
+        if self.meaning is None or kind != "document" or not vs:
+            return vs
+        t0 = time.perf_counter()
+        measures = self.meaning.measure([v.text for v in vs], sources)
+        each = (time.perf_counter() - t0) / n
+        for v, m in zip(vs, measures):
+            v.semantic = m
+            fails = self.meaning.failures(m)
+            if fails:
+                v.details.update(fails)
+                v.reasons = [k for k in CHECKS if k in v.reasons or k in fails]
+                v.passed = False
+            v.seconds += each
+        return vs
+
     def check(self, text: str, *, echo_source: str | None = None, finish_reason: str | None = None,
               kind: str = "document") -> Verdict:
-        """Gate one reply. ``kind``: ``document`` (every check) or ``short`` (a persona, a label: the
-        degeneration checks only). ``echo_source``: the text a copy of which is an echo (the prompt,
-        or only its instructions where copying the source is the task)."""
+        """The form checks of one reply (``check_many`` adds the meaning checks). ``kind``: ``document``
+        (every check) or ``short`` (a persona, a label: the degeneration checks only). ``echo_source``:
+        the text a copy of which is an echo (the prompt, or only its instructions where copying the
+        source is the task)."""
         import time
 
         t0 = time.perf_counter()
@@ -244,6 +301,12 @@ class QualityGate:
             m["language"], m["language_score"] = lang, round(score, 4)
             if lang not in c.language.languages or score < c.language.min_score:
                 fails["wrong_language"] = f"{lang} ({score:.2f})"
+            else:
+                for w in _windows(text, c.language.window_chars):
+                    lang, score = self._language(w)
+                    if lang not in c.language.languages and score >= c.language.window_min_score:
+                        fails["wrong_language"] = f"switches to {lang} ({score:.2f}) mid-text: {w[:80]!r}"
+                        break
         if c.echo.enabled:
             head = text[: c.echo.opening_chars]
             hits = sum(len(p.findall(text)) for p in self.phrases)

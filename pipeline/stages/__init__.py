@@ -63,6 +63,15 @@ class RunView:
         stage, tag = names.SUBSETS[name]
         return self.out / stage / tag
 
+    def quality_scorer(self) -> list[str]:
+        """The override that makes the quality gate score every LLM output and its source with the classifier
+        this run trains (FinePhrase logs both scores), unless the config names one or the run trains none."""
+        m = self.cfg.quality_gate.meaning
+        if (self.cfg.quality_gate.enabled and m.enabled and not m.quality.classifier
+                and "train-classifier" in self.stages):
+            return [f"quality_gate.meaning.quality.classifier={self.out / 'classifier'}"]
+        return []
+
     def subsets(self) -> dict[str, Path]:
         """The final datasets that exist, after dedup and decontamination when those ran."""
         found = {}
@@ -122,6 +131,7 @@ REGISTRY: dict[str, str | Stage] = {
     "report": "pipeline.report:STAGE",
     "infer": "pipeline.stages.infer:STAGE",
     "audit": "pipeline.stages.audit:STAGE",
+    "gate": "pipeline.stages.gate:STAGE",
     "train": "pipeline.train.loop:STAGE",
     "publish": "pipeline.stages.publish:STAGE",
     "status": "pipeline.stages.status:STAGE",

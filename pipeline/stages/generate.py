@@ -57,6 +57,7 @@ GEN_FIELDS = [
     pa.field("rejected_answers", pa.string()),  # JSON {teacher: reason}: answers that never reached the judge
     pa.field("attempt", pa.int16()),  # 0, or the retry whose answers were judged (generate.retries)
     pa.field("gate", pa.string()),  # JSON: the quality gate's measurements of the reply (pipeline/gate.py)
+    pa.field("semantic", pa.string()),  # JSON: faithfulness to the seed extract, coherence, quality (pipeline/meaning.py)
     pa.field("trimmed_at_max_tokens", pa.bool_()),  # cut at max_tokens, trimmed back to its last full sentence
 ]
 STAGE_FIELDS = GEN_FIELDS + [pa.field("text_token_length", pa.int32()), pa.field("finish_reason", pa.string())]
@@ -159,7 +160,7 @@ class GenerateStep(LLMStep):
         from pipeline.stages.topics import TopicModel
 
         out = Path(self.output)
-        self.gate = QualityGate(self.cfg.quality_gate)
+        self.gate = QualityGate(self.cfg.quality_gate, self.cfg.encoder)
         self.builder = PromptBuilder(self.cfg, [p["persona"] for p in load_personas(out / "personas" / "personas.jsonl")])
         self.topics = TopicModel.load(out / "topics") if (out / "topics" / "topics.json").exists() else None
         self.encoder = None
@@ -260,6 +261,15 @@ class GenerateStep(LLMStep):
                 self.stat_update("retried", value=len(todo))
             per_teacher = [self._engine_for(engine, t[1], f"teacher-{t[0]}").generate(
                 [self.request_for(d, t, attempt) for d in todo]) for t in self.teachers]
+            answered = []  # every usable answer of this attempt, gated in one batch
+            for i, doc in enumerate(todo):
+                for t, results in zip(self.teachers, per_teacher):
+                    res = results[i]
+                    if not res.error:
+                        d = Document(text=doc.text, id=doc.id, metadata=dict(doc.metadata))
+                        self._common(d, res, t, attempt)
+                        answered.append(((i, t[0]), (d, res, t[0])))
+            gated = dict(zip([key for key, _ in answered], self._candidates_batch([item for _, item in answered])))
             again = []
             for i, doc in enumerate(todo):
                 if not attempt:
@@ -276,9 +286,7 @@ class GenerateStep(LLMStep):
                         first_fail = first_fail or (t, res, None, None)
                         rejected[t[0]] = f"llm_{res.error}"
                         continue
-                    d = Document(text=doc.text, id=doc.id, metadata=dict(doc.metadata))
-                    self._common(d, res, t, attempt)
-                    for new, reason, raw in self._candidates(d, res, t[0]):
+                    for new, reason, raw in gated[(i, t[0])]:
                         if reason:  # failed the gate or the length checks: the judge never sees it
                             self.stat_update(f"teacher_rejected_{reason}")
                             first_fail = first_fail or (t, res, new, reason)
@@ -329,19 +337,32 @@ class GenerateStep(LLMStep):
             yield kept
 
     def _candidates(self, doc: Document, res: Result, teacher: str | None = None):
-        """(Document, reason or None, raw reply) per output of a result: cleaned, through the quality
-        gate (a reply cut at max_tokens is trimmed to its last sentence), then the length checks."""
+        return self._candidates_batch([(doc, res, teacher)])[0]
+
+    def _candidates_batch(self, items: list[tuple[Document, Result, str | None]]) -> list[list[tuple]]:
+        """Per (document, result, teacher): a (Document, reason or None, raw reply) per output, cleaned,
+        through the quality gate in one batch (form one by one, meaning against the seed extract in one
+        encoder call; a reply cut at max_tokens is trimmed to its last sentence), then the length checks."""
         g = self.cfg.generate
-        for k, out in enumerate(res.outputs):
-            text = self.builder.strip_openers(out.text) if g.strip_openers else out.text.strip()
+        flat = []  # (item, output index, output, cleaned text)
+        for j, (doc, res, _) in enumerate(items):
+            for k, out in enumerate(res.outputs):
+                flat.append((j, k, out, self.builder.strip_openers(out.text) if g.strip_openers else out.text.strip()))
+        verdicts = [None] * len(flat)
+        if self.gate.enabled and flat:
+            verdicts = self.gate.check_many(
+                [f[3] for f in flat], sources=[items[f[0]][0].metadata.get("seed_extract") for f in flat],
+                echo_sources=[items[f[0]][0].metadata["prompt"] for f in flat], finish_reasons=[f[2].finish_reason for f in flat])
+        results: list[list[tuple]] = [[] for _ in items]
+        for (j, k, out, text), v in zip(flat, verdicts):
+            doc, res, teacher = items[j]
             meta = dict(doc.metadata, finish_reason=out.finish_reason, completion_tokens=out.completion_tokens)
             reason = None
-            if self.gate.enabled:
-                v = self.gate.check(text, echo_source=doc.metadata["prompt"], finish_reason=out.finish_reason)
+            if v is not None:
                 self._gate_stats(v, teacher)
                 text = v.text
-                meta.update(gate=json.dumps({"passed": v.passed, "failed": v.reasons, **v.metrics}),
-                            trimmed_at_max_tokens=v.trimmed)
+                meta.update(gate=v.record(), trimmed_at_max_tokens=v.trimmed,
+                            semantic=json.dumps(v.semantic) if v.semantic else None)
                 if not v.passed:
                     reason = v.reason
                     meta["gate_detail"] = v.detail()
@@ -353,7 +374,8 @@ class GenerateStep(LLMStep):
                 reason = "too_short"
             elif out.finish_reason == "length" and g.on_length == "drop":
                 reason = "hit_max_tokens"
-            yield new, reason, out.text
+            results[j].append((new, reason, out.text))
+        return results
 
     def _gate_stats(self, v, teacher: str | None) -> None:
         from pipeline.gate import stat_keys
@@ -521,6 +543,10 @@ def prepare(ctx: StageContext, printer=print) -> dict:
 
 
 def build(ctx: StageContext) -> list:
+    from pipeline.meaning import check_meaning
+
+    if ctx.cfg.quality_gate.enabled or ctx.stage == "gate":
+        check_meaning(ctx.cfg.quality_gate.meaning)
     from pipeline.io.readers import make_reader
 
     cfg = ctx.cfg
@@ -598,10 +624,10 @@ def summary(cfg, stats: dict) -> list[str]:
 
 
 def _plan(run) -> list:
-    extra = []
+    extra = run.quality_scorer()
     j = run.cfg.generate.judge
     if run.cfg.generate.teachers and j.kind == "classifier" and not j.classifier:
-        extra = [f"generate.judge.classifier={run.out / 'classifier'}"]
+        extra.append(f"generate.judge.classifier={run.out / 'classifier'}")
     return [Call(run.out / "seeds" / "data", run.out / "generate", extra)]
 
 

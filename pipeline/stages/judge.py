@@ -1,6 +1,8 @@
 """The judge of multi-teacher generation: given one prompt's answers from several teachers, which is best.
 
-Two kinds. ``llm``: the answers go into one judge prompt (prompts/judge/), labelled A, B, ... in a
+Three kinds. ``measures`` (default): the quality gate has already measured every answer's meaning
+(faithfulness to the seed, coherence, a quality score when a classifier is configured); the best sum
+wins, for free. ``llm``: the answers go into one judge prompt (prompts/judge/), labelled A, B, ... in a
 seeded random order (small judges favour positions; the order is fixed per prompt, so a rerun judges
 the same way), and the reply is constrained to one of the labels. ``classifier``: a filter classifier
 (synthweb train-classifier) scores every answer and the highest score wins; cheap, and it ties the
@@ -42,7 +44,10 @@ def check_judge(cfg: Config) -> None:
 class Judge:
     def __init__(self, cfg: Config, engine_for, run_seed: int):
         self.j, self.run_seed = cfg.generate.judge, run_seed
-        if self.j.kind == "classifier":
+        if self.j.kind == "measures":
+            self.name = "measures"
+            self.cfg = cfg
+        elif self.j.kind == "classifier":
             from classifiers.model import Classifier
 
             self.clf = Classifier.load(self.j.classifier)
@@ -55,7 +60,28 @@ class Judge:
 
     def pick(self, items: list[tuple[str, list[Document]]]) -> list[tuple[int, list[float | None]]]:
         """Per (prompt, candidates): the index of the best candidate (-1: the judge failed; the first
-        is kept) and a score per candidate (classifier: its score; llm: 1 for the pick, 0 otherwise)."""
+        is kept) and a score per candidate (measures: faithfulness + coherence (+ quality / 5); classifier:
+        its score; llm: 1 for the pick, 0 otherwise)."""
+        if self.j.kind == "measures":
+            import json
+
+            from pipeline.meaning import rank_score
+
+            # answers the gate did not measure (the gate or its meaning checks off) are measured here
+            todo = [c for _, cands in items for c in cands if not c.metadata.get("semantic")]
+            if todo:
+                from pipeline.meaning import Meaning
+
+                m = Meaning(self.cfg.quality_gate.meaning, self.cfg.encoder)
+                for c, x in zip(todo, m.measure([c.text for c in todo], [c.metadata.get("seed_extract") for c in todo])):
+                    c.metadata["semantic"] = json.dumps(x)
+            out = []
+            for _, cands in items:
+                s = [round(rank_score(json.loads(c.metadata.get("semantic") or "null")), 4) for c in cands]
+                s = [x if x != float("-inf") else None for x in s]
+                ranked = [x if x is not None else float("-inf") for x in s]
+                out.append((max(range(len(s)), key=ranked.__getitem__) if any(x is not None for x in s) else -1, s))
+            return out
         if self.j.kind == "classifier":
             texts = [c.text for _, cands in items for c in cands]
             scores, _ = self.clf.score(texts)

@@ -59,6 +59,7 @@ REPHRASE_FIELDS = [
     pa.field("text_tokens", pa.int32()),
     pa.field("finish_reason", pa.string()),
     pa.field("gate", pa.string()),  # JSON: the quality gate's measurements of the reply (pipeline/gate.py)
+    pa.field("semantic", pa.string()),  # JSON: faithfulness to the source chunk, coherence, quality (pipeline/meaning.py)
     pa.field("trimmed_at_max_tokens", pa.bool_()),
 ]
 REMOVED_FIELDS = REPHRASE_FIELDS + [
@@ -244,29 +245,30 @@ class RephraseStep(LLMStep):
         self._gate = None
         self._instructions: dict[str, str] = {}
 
-    def _gated(self, row: Document, style: Style, generated: str, finish: str | None, raw: str):
-        """The quality gate on the generated part; (text to keep, or None when it failed). Copying the
-        source is the task here, so only a copy of the instructions counts as an echo."""
+    def _gate_batch(self, staged: list[tuple]) -> list:
+        """The quality gate on the generated parts of a chunk's replies, in one batch: form one by one
+        (copying the source is the task here, so only a copy of the instructions counts as an echo),
+        meaning against each reply's source chunk. None per reply when the gate is off."""
         if self._gate is None:
             from pipeline.gate import QualityGate
 
-            self._gate = QualityGate(self.cfg.quality_gate)
-        if not self._gate.enabled:
-            return generated
-        if style.name not in self._instructions:
-            t = template("rephrase", style.template, self.r.prompts_dir).render(text="", prefix=style.prefix)
-            self._instructions[style.name] = f"{style.system}\n{t}"
+            self._gate = QualityGate(self.cfg.quality_gate, self.cfg.encoder)
+        if not self._gate.enabled or not staged:
+            return [None] * len(staged)
+        for _, style, *_ in staged:
+            if style.name not in self._instructions:  # the prompt without its source text (a required variable)
+                hole = "\x00source\x00"
+                t = template("rephrase", style.template, self.r.prompts_dir).render(text=hole, prefix=style.prefix)
+                self._instructions[style.name] = f"{style.system}\n{t.replace(hole, '')}"
         from pipeline.gate import stat_keys
 
-        v = self._gate.check(generated, echo_source=self._instructions[style.name], finish_reason=finish)
-        for key, n in stat_keys(v):
-            self.stat_update(key, value=n)
-        row.metadata.update(gate=json.dumps({"passed": v.passed, "failed": v.reasons, **v.metrics}),
-                            trimmed_at_max_tokens=v.trimmed)
-        if not v.passed:
-            self._drop(row, v.reason, v.detail(), raw)
-            return None
-        return v.text
+        verdicts = self._gate.check_many([x[3] for x in staged], sources=[x[0].metadata["source_chunk"] for x in staged],
+                                         echo_sources=[self._instructions[x[1].name] for x in staged],
+                                         finish_reasons=[x[4] for x in staged])
+        for v in verdicts:
+            for key, n in stat_keys(v):
+                self.stat_update(key, value=n)
+        return verdicts
 
     def _counter(self, engine):
         if self._count is None:
@@ -397,7 +399,7 @@ class RephraseStep(LLMStep):
                 actuals.append(actual)
         results = engine.generate([req for _, _, req in planned]) if planned else []
         count = self._counter(engine)
-        kept: list[tuple[Document, str]] = []  # (row, the generated part for the similarity check)
+        staged = []  # (row, style, text as kept, the generated part the gate judges, finish reason, raw reply)
         for (row, style, req), res in zip(planned, results):
             self.stat_update("requests")
             self.stat_update(f"requests_{style.name}")
@@ -430,23 +432,34 @@ class RephraseStep(LLMStep):
             finish = res.outputs[0].finish_reason
             if style.qa and finish == "length":
                 finish = "stop"  # the unfinished last pair is already left out by qa_pairs
-            gated = self._gated(row, style, generated, finish, raw)
-            if gated is None:
-                continue
-            if gated != generated:  # trimmed back to its last full sentence
-                text = gated if not style.qa else text
-                generated = gated
+            staged.append((row, style, text, generated, finish, raw))
+        kept: list[tuple[Document, str, object]] = []  # (row, the generated part, its verdict)
+        for (row, style, text, generated, finish, raw), v in zip(staged, self._gate_batch(staged)):
+            if v is not None:
+                row.metadata.update(gate=v.record(), trimmed_at_max_tokens=v.trimmed,
+                                    semantic=json.dumps(v.semantic) if v.semantic else None)
+                if not v.passed:
+                    self._drop(row, v.reason, v.detail(), raw)
+                    continue
+                if v.text != generated:  # trimmed back to its last full sentence
+                    text = v.text if not style.qa else text
+                    generated = v.text
             row.text = text
             row.metadata["text_tokens"] = count([text])[0]
             if count([generated])[0] < self.r.min_tokens:
                 self._drop(row, "too_short", f"fewer than {self.r.min_tokens} tokens", raw)
                 continue
-            kept.append((row, generated))
-        if kept:
-            src = self._embed([r.metadata["source_chunk"] for r, _ in kept])
-            gen = self._embed([g for _, g in kept])
-            sims = np.sum(src * gen, axis=1) / (np.linalg.norm(src, axis=1) * np.linalg.norm(gen, axis=1) + 1e-9)
-        for (row, _), sim in zip(kept, sims if kept else []):
+            kept.append((row, generated, v))
+        # faithfulness to the source chunk: the gate measured it; without the gate it is measured here
+        sims = [v.semantic.get("faithfulness") if v is not None and v.semantic else None for _, _, v in kept]
+        todo = [i for i, x in enumerate(sims) if x is None]
+        if todo:
+            src = self._embed([kept[i][0].metadata["source_chunk"] for i in todo])
+            gen = self._embed([kept[i][1] for i in todo])
+            cos = np.sum(src * gen, axis=1) / (np.linalg.norm(src, axis=1) * np.linalg.norm(gen, axis=1) + 1e-9)
+            for i, x in zip(todo, cos):
+                sims[i] = float(x)
+        for (row, _, _), sim in zip(kept, sims):
             row.metadata["similarity"] = round(float(sim), 4)
             if sim < self.r.min_similarity:
                 self._drop(row, "low_similarity", f"cosine {sim:.3f} to the source chunk < rephrase.min_similarity "
@@ -461,6 +474,10 @@ class RephraseStep(LLMStep):
 
 
 def build(ctx: StageContext) -> list:
+    from pipeline.meaning import check_meaning
+
+    if ctx.cfg.quality_gate.enabled or ctx.stage == "gate":
+        check_meaning(ctx.cfg.quality_gate.meaning)
     from pipeline.io.readers import make_reader
 
     cfg = ctx.cfg
@@ -540,7 +557,7 @@ def _styles(value: str) -> list[str]:
 
 def _plan(run) -> list:
     src = run.out / "classify" / "data"  # scored pages: rephrasing routes them by quality
-    return [Call(src if src.is_dir() else run.out / "seeds" / "data", run.out / "rephrase")]
+    return [Call(src if src.is_dir() else run.out / "seeds" / "data", run.out / "rephrase", run.quality_scorer())]
 
 
 STAGE = Stage(
