@@ -46,6 +46,7 @@ class Topic:
     examples: list[str]  # ids of members shown to the LLM
     keywords: str = ""
     label_method: str | None = None  # free (named by the LLM) | keyword_choice (picked among keywords)
+    rejected_label: dict | None = None  # the LLM's free name, when it did not resemble the cluster, and why
 
 
 class TopicModel:
@@ -116,11 +117,28 @@ def _clean_label(text: str) -> str | None:
         line = quoted.group(1)
     line = re.sub(r"^((subject|topic|answer|name)\s*:\s*)+", "", line, flags=re.IGNORECASE)
     line = re.sub(r"^(the\s+)?(common\s+|shared\s+)?(subject|topic)s?\b.*?\b(is|are|of)\s+", "", line, flags=re.IGNORECASE)
-    line = re.sub(r"^([-*•]|\d+[.)])\s*", "", line)
+    line = re.sub(r"^([-*•]|\d+[.)]|\[\d+\])\s*", "", line)
     line = line.strip(" \"'*`.#-:")
     if not line or len(line) > 60 or len(line.split()) > 8 or not re.search(r"[A-Za-z]", line):
         return None
     return line[0].upper() + line[1:]
+
+
+def label_unfit(labels: dict[int, str | None], centroids: np.ndarray, encoder, min_similarity: float) -> dict[int, str]:
+    """Labels that do not name their own cluster: cluster -> why. A label must be closer to its own
+    cluster's centroid than to any other's, and at least ``min_similarity`` (cosine) from it."""
+    named = [c for c, lab in labels.items() if lab]
+    if not named:
+        return {}
+    sims = encoder.encode([labels[c] for c in named]) @ centroids.T
+    out = {}
+    for row, c in zip(sims, named):
+        best = int(row.argmax())
+        if best != c and len(centroids) > 1:
+            out[c] = f"closer to cluster {best} ({row[best]:.2f}) than to its own ({row[c]:.2f})"
+        elif row[c] < min_similarity:
+            out[c] = f"similarity to its cluster {row[c]:.2f} < {min_similarity:g}"
+    return out
 
 
 def keywords(texts: list[str], labels, k: int, n: int = 8) -> dict[int, str]:
@@ -156,11 +174,16 @@ def build_topics(cfg: Config, texts: list[str], ids: list[str], engine, encoder,
     label_reqs = [Request(f"topic-label-{c}", [{"role": "user", "content": label_t.render(extracts=extracts[c], keywords=words[c])}],
                           sampling_for(cfg.llm, f"topic-label-{c}", seed, **greedy)) for c in range(k)]
     labels = {c: (_clean_label(r.text) if not r.error else None) for c, r in enumerate(engine.generate(label_reqs))}
+    rejected: dict[int, dict] = {}
     from pipeline.gate import QualityGate
 
     gate = QualityGate(cfg.quality_gate)
     if gate.enabled:  # a label in mixed scripts or looping is not a name: the cluster picks among its keywords
         labels = {c: (lab if lab and gate.check(lab, kind="short").passed else None) for c, lab in labels.items()}
+        unfit = label_unfit(labels, centroids, encoder, t.min_label_similarity)
+        for c, why in unfit.items():  # "Refers", "A list of 20+ web pages": a name that resembles no pages of its own
+            rejected[c] = {"label": labels[c], "why": why}
+            labels[c] = None
     method = {c: "free" for c in range(k) if labels[c]}
     # a cluster the LLM could not name freely: it picks among the cluster's distinctive words
     # (choice-constrained, so a small model's answer is still its own decision, not a default)
@@ -198,7 +221,7 @@ def build_topics(cfg: Config, texts: list[str], ids: list[str], engine, encoder,
         elif rating < t.min_rating:
             reason = "low_rating"
         topics.append(Topic(c, label, rating, len(members[c]), reason is None, reason,
-                            [ids[i] for i in shown[c][:3]], words[c], method.get(c)))
+                            [ids[i] for i in shown[c][:3]], words[c], method.get(c), rejected.get(c)))
     known = {tp.label.lower() for tp in topics if tp.label}
     warnings = [f"generate.topics.{name} lists {x!r}, which matches no topic (topics: "
                 f"{', '.join(sorted(tp.label for tp in topics if tp.label))})"
