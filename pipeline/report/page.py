@@ -386,6 +386,58 @@ class Report:
                         if a.get("openings_note"))
         self.add("Synthetic-text audit", body + table + notes)
 
+    def meaning(self) -> None:
+        """Is the LLM text about its source, does it hold together (the quality gate's meaning measurements,
+        audit.meaning in stats.json): distributions per stage and teacher, the verdict, worst and best rows."""
+        found = [(stage, (self.stats.get(stage) or {}).get("audit", {}).get("meaning") or {})
+                 for stage in ("generate", "rephrase")]
+        found = [(s, m) for s, m in found if m.get("rows")]
+        if not found:
+            self.add("Meaning", "<p>No meaning measurements in this run (quality_gate.meaning off, or no LLM text).</p>")
+            return
+        import numpy as np
+
+        fig, ax = self.fig(8, 3)
+        labels, data = [], []
+        for stage, m in found:
+            for key in ("faithfulness", "coherence"):
+                d = m.get(key)
+                if d:
+                    labels.append(f"{stage}\n{key}")
+                    data.append([d["p10"], d["median"], d["p90"]])
+        if data:
+            a = np.array(data)
+            x = np.arange(len(labels))
+            ax.errorbar(x, a[:, 1], yerr=[a[:, 1] - a[:, 0], a[:, 2] - a[:, 1]], fmt="o", capsize=6, color="#1f77b4")
+            lv = found[0][1].get("levels", {})
+            for y, name in ((lv.get("about_source"), "about its source"), (lv.get("holds_together"), "holds together")):
+                if y is not None:
+                    ax.axhline(y, ls="--", lw=1, color="#999")
+                    ax.text(len(labels) - 0.5, y, f" {name} ({y:g})", fontsize=7, va="bottom", ha="right")
+            ax.set_xticks(x, labels, fontsize=8)
+            ax.set_ylim(-0.1, 1)
+            ax.set_ylabel("MiniLM cosine (p10, median, p90)")
+            ax.set_title("meaning of the kept rows")
+        body = self.image(fig, "meaning")
+        rows = []
+        for stage, m in found:
+            for group, g in [("all", m)] + [(f"teacher {k}", v) for k, v in (m.get("by_teacher") or {}).items()] + \
+                    [(f"style {k}", v) for k, v in (m.get("by_style") or {}).items()]:
+                f, c, q = g.get("faithfulness") or {}, g.get("coherence") or {}, g.get("quality") or {}
+                rows.append([stage, group, g.get("rows"), f.get("median"), c.get("median"), g.get("good_share"),
+                             q.get("mean"), (g.get("source_quality") or {}).get("mean")])
+        body += "".join(f"<p><b>{html.escape(stage)}</b>: {html.escape(m.get('verdict', ''))}</p>" for stage, m in found)
+        body += _table(["stage", "rows", "n", "median faithfulness", "median coherence", "share about source and coherent",
+                        "quality (mean)", "sources' quality (mean)"], rows)
+        for stage, m in found:
+            for which in ("worst", "best"):
+                ex = m.get(which) or []
+                if ex:
+                    body += f"<h3>{html.escape(stage)}: the {len(ex)} {which} rows</h3>" + _table(
+                        ["faithfulness", "coherence", "text", "source"],
+                        [[e.get("faithfulness"), e.get("coherence"), e.get("text"), e.get("source")] for e in ex])
+        self.add("Meaning", body)
+
     def samples(self, kept: int = 3, removed: int = 3) -> None:
         """A few rows of each dataset as a reader would see them: kept ones, and removed ones with their
         reason, each with the prompt (or source) and the teacher beside it."""
@@ -525,7 +577,7 @@ def write_report(run: Path, output: Path | None = None) -> Path:
     r = Report(run)
     if not any(r.stats.values()) and not (run / "run.json").exists():
         raise UserError(f"report: {run} holds no stage output (no seeds/, generate/, ... with stats.json, no run.json)")
-    for section in (r.funnel, r.scores, r.distributions, r.lengths, r.dedup, r.contamination, r.audit, r.samples,
+    for section in (r.funnel, r.scores, r.distributions, r.lengths, r.dedup, r.contamination, r.audit, r.meaning, r.samples,
                     r.costs, r.training):
         section()
     out = output or run / "report.html"

@@ -196,6 +196,97 @@ def summary_line(r: dict) -> str:
     return line
 
 
+# the levels 97% of real web pages reach (MiniLM; the first 150 words of a page against its next 300 words,
+# and its first 150 against the next 150): ../shared/data FineWeb and Common Crawl pages, bench/bench_meaning.py
+ABOUT_SOURCE, HOLDS_TOGETHER = 0.30, 0.25
+
+
+def _dist(xs: list[float]) -> dict | None:
+    import numpy as np
+
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None
+    a = np.array(xs, dtype=float)
+    return {"n": len(xs), "median": round(float(np.median(a)), 4), "p10": round(float(np.percentile(a, 10)), 4),
+            "p90": round(float(np.percentile(a, 90)), 4), "mean": round(float(a.mean()), 4)}
+
+
+def _meaning_of(rows: list[dict]) -> dict:
+    faith = [r["m"].get("faithfulness") for r in rows]
+    coh = [r["m"].get("coherence") for r in rows]
+    measured = [r for r in rows if r["m"].get("faithfulness") is not None]
+    good = [r for r in measured if r["m"]["faithfulness"] >= ABOUT_SOURCE
+            and (r["m"].get("coherence") is None or r["m"]["coherence"] >= HOLDS_TOGETHER)]
+    out = {"rows": len(rows), "faithfulness": _dist(faith), "coherence": _dist(coh),
+           "about_source_share": round(sum(x >= ABOUT_SOURCE for x in faith if x is not None) / max(1, len(measured)), 4)
+           if measured else None,
+           "holds_together_share": round(sum(x >= HOLDS_TOGETHER for x in coh if x is not None)
+                                         / max(1, sum(x is not None for x in coh)), 4) if any(x is not None for x in coh) else None,
+           "good_share": round(len(good) / len(measured), 4) if measured else None, "good": len(good), "measured": len(measured)}
+    q = [r["m"].get("quality") for r in rows]
+    if any(x is not None for x in q):
+        out["quality"] = _dist(q)
+        out["source_quality"] = _dist([r["m"].get("source_quality") for r in rows])
+        out["quality_delta"] = _dist([r["m"].get("quality_delta") for r in rows])
+    return out
+
+
+def meaning_report(folders: list[Path], examples: int = 5) -> dict:
+    """The meaning figures of the rows in ``folders`` (their ``semantic`` column, written by the quality
+    gate): faithfulness, coherence and quality distributions overall, per teacher and per style, the
+    share of rows about their source and holding together (the levels of real web pages), and the
+    five worst and five best rows by the judge's rank score."""
+    from pipeline.meaning import rank_score
+
+    rows = []
+    for folder in folders:
+        for f in sorted(Path(folder).glob("*.parquet")) if Path(folder).is_dir() else []:
+            names = pq.read_schema(f).names
+            if "semantic" not in names:
+                continue
+            src = next((c for c in ("seed_extract", "source_chunk") if c in names), None)
+            cols = [c for c in ("id", "text", "semantic", "teacher", "style", "filter_reason", src) if c and c in names]
+            for r in pq.read_table(f, columns=cols).to_pylist():
+                m = json.loads(r["semantic"]) if r.get("semantic") else None
+                if m:
+                    rows.append({"id": r["id"], "text": r["text"], "m": m, "teacher": r.get("teacher"), "style": r.get("style"),
+                                 "removed": r.get("filter_reason"), "source": r.get(src) if src else None})
+    if not rows:
+        return {"rows": 0}
+    out = {**_meaning_of(rows), "levels": {"about_source": ABOUT_SOURCE, "holds_together": HOLDS_TOGETHER}}
+    for key in ("teacher", "style"):
+        groups = sorted({r[key] for r in rows if r[key]})
+        if groups:
+            out[f"by_{key}"] = {g: _meaning_of([r for r in rows if r[key] == g]) for g in groups}
+    ranked = sorted(rows, key=lambda r: rank_score(r["m"]))
+
+    def show(r):
+        return {"id": r["id"], **{k: r["m"].get(k) for k in ("faithfulness", "coherence", "quality")},
+                "removed": r["removed"], "text": " ".join(r["text"].split())[:300],
+                "source": " ".join((r["source"] or "").split())[:200] or None}
+
+    out["worst"] = [show(r) for r in ranked[:examples]]
+    out["best"] = [show(r) for r in ranked[::-1][:examples]]
+    out["verdict"] = meaning_verdict(out)
+    return out
+
+
+def meaning_verdict(m: dict) -> str:
+    if not m.get("measured"):
+        return "meaning: no row has a source to measure faithfulness against"
+    f, c = m["faithfulness"], m.get("coherence")
+    return (f"{m['good']} of {m['measured']} rows ({m['good_share']:.0%}) are about their source (faithfulness >= "
+            f"{ABOUT_SOURCE:g}) and hold together (coherence >= {HOLDS_TOGETHER:g}), the levels 97% of real web pages "
+            f"reach; median faithfulness {f['median']:.2f}" + (f", coherence {c['median']:.2f}" if c else "")
+            + (f"; quality {m['quality']['mean']:.2f} vs its sources' {m['source_quality']['mean']:.2f}"
+               if m.get("quality") and m.get("source_quality") else ""))
+
+
+def meaning_line(m: dict) -> str:
+    return "meaning: " + meaning_verdict(m).removeprefix("meaning: ")
+
+
 def write(r: dict, out: Path) -> None:
     from pipeline.io.writer import atomic_write_text
 
@@ -203,19 +294,23 @@ def write(r: dict, out: Path) -> None:
 
 
 def add_audit(cfg, stats: dict) -> dict:
-    """The synthetic-text audit of a finished LLM stage's output, kept in its stats.json."""
+    """The synthetic-text audit of a finished LLM stage's output, kept in its stats.json: signs of synthetic
+    text and degeneration (form), and the meaning of the kept rows (faithfulness, coherence, quality)."""
     from pipeline.io.writer import atomic_write_text
 
     out = Path(cfg.run.output)
     if stats.get("complete") and stats.get("records_out") and "audit" not in stats:
         r = audit(out / "data", cfg.audit, gate_cfg=cfg.quality_gate)
-        stats["audit"] = {**r["overall"], "by_shard": r["by_shard"]}
+        stats["audit"] = {**r["overall"], "by_shard": r["by_shard"], "meaning": meaning_report([out / "data"])}
         atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
     return stats
 
 
 def audit_lines(stats: dict) -> list[str]:
-    return [summary_line(stats["audit"])] if stats.get("audit", {}).get("documents") else []
+    a = stats.get("audit", {})
+    if not a.get("documents"):
+        return []
+    return [summary_line(a)] + ([meaning_line(a["meaning"])] if a.get("meaning", {}).get("rows") else [])
 
 
 def main(cfg, force: bool = False, progress: bool = True, input: str | None = None, output: str | None = None,
@@ -223,6 +318,9 @@ def main(cfg, force: bool = False, progress: bool = True, input: str | None = No
     if not input:
         raise UserError("audit needs --input: a run folder or a folder of Parquet shards")
     r = audit(input, cfg.audit, text_column, cfg.quality_gate)
+    # the meaning of rows the quality gate measured (their semantic column): every shard folder under input
+    folders = sorted({f.parent for f in Path(input).rglob("*.parquet") if "_parts" not in f.parts and "removed" not in f.parts})
+    r["meaning"] = meaning_report(folders)
     r["written_to"] = str(Path(output) if output else Path(input) / "audit.json")
     write({k: v for k, v in r.items() if k != "written_to"}, Path(r["written_to"]))
     return r
@@ -230,7 +328,7 @@ def main(cfg, force: bool = False, progress: bool = True, input: str | None = No
 
 def _lines(cfg, r: dict) -> list[str]:
     return [summary_line(r), *(f"  {stage}: " + summary_line(s).removeprefix("audit: ") for stage, s in r["by_stage"].items()),
-            f"wrote {r['written_to']}"]
+            *([meaning_line(r["meaning"])] if r.get("meaning", {}).get("rows") else []), f"wrote {r['written_to']}"]
 
 
 STAGE = Stage(

@@ -286,6 +286,7 @@ STAGE_SECTIONS = {
     "classify": ("run", "input", "executor", "writer", "classify"),
     "decontaminate": ("run", "input", "executor", "writer", "decontaminate"),
     "dedup": ("run", "input", "executor", "writer", "dedup", "encoder"),
+    "gate": ("run", "input", "executor", "writer", "encoder", "gate", "quality_gate"),
     "filter": ("run", "input", "executor", "writer", "filter"),
 }
 # the folder of a stage's main output (filter writes kept/ beside removed/)
