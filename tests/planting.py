@@ -88,3 +88,24 @@ def planted_corpus(per_form: int, negatives: int, clean: int, seed: int = 7,
 def write_jsonl(path: Path, docs: list[dict]) -> Path:
     path.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs))
     return path
+
+
+PARAPHRASES = Path(__file__).parent / "data" / "paraphrased_items.jsonl"
+
+
+def planted_paraphrases(skip: int = 0) -> tuple[list[dict], dict[str, str], dict[str, tuple[str, str]]]:
+    """Hand-written paraphrases of 20 ARC items (reworded question, same answer) and, for each, an on-topic
+    hard negative (text on the item's subject that is not the item), each planted mid-page into a distinct
+    real page (after the first ``skip`` pages). Documents, {id: form}, {id: (benchmark, item key)}."""
+    rows = [json.loads(line) for line in PARAPHRASES.read_text().splitlines() if line.strip()]
+    pages = real_pages(skip + 2 * len(rows), 3000)[skip:]
+    docs, truth, items = [], {}, {}
+    for i, r in enumerate(rows):
+        for form, page in (("paraphrase", pages[2 * i]), ("topic_negative", pages[2 * i + 1])):
+            text = page["text"]
+            stop = text.find(". ", len(text) // 2)
+            cut = stop + 2 if stop >= 0 else len(text) // 2
+            docs.append({"id": page["id"], "text": f"{text[:cut]}{r['paraphrase' if form == 'paraphrase' else 'negative']}\n{text[cut:]}"})
+            truth[page["id"]] = form
+            items[page["id"]] = (r["benchmark"], r["key"])
+    return docs, truth, items

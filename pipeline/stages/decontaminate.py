@@ -20,8 +20,6 @@ import difflib
 import gzip
 import json
 import re
-import unicodedata
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -31,20 +29,18 @@ from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.stages import Option, Stage
 from pipeline.stages.base import StageContext
+from pipeline.stages.items import _WORD, Item, _squashed_words, words_of
 
 DECONT_FIELDS = [
     pa.field("contamination_benchmark", pa.string()),
     pa.field("contamination_item", pa.string()),
     pa.field("contamination_overlap", pa.float32()),
     pa.field("contamination_item_text", pa.string()),
+    pa.field("contamination_method", pa.string()),  # ngram (a copy, maybe edited) | paraphrase (the semantic pass)
+    pa.field("contamination_similarity", pa.float32()),  # paraphrase: cosine of the passage and the item
 ]
 REMOVED_FIELDS = DECONT_FIELDS + [pa.field("filter_reason", pa.string())]
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-# a hyphen, soft hyphen or apostrophe inside a word joins it ("well-known" = "wellknown", "don't" = "dont"):
-# a copy with its punctuation deleted must read the same as the original
-_JOINER = re.compile(r"(?<=\w)[\-\u00ad\u2010\u2011'\u2019\u02bc`´](?=\w)")
-_PUNCT = re.compile(r"[^\w\s]+")
 _LABELS = re.compile(r"\b(?:Question|Answer|Passage|Context|Choices)\s*:", re.I)
 _LETTER = re.compile(r"^\s*\(?([A-Ja-j])\)?\s*$")
 _OPTION = re.compile(r"^\s*\(?([A-J])[.)]\s+(.+?)\s*$", re.M)
@@ -52,24 +48,6 @@ _COLUMN_NAME = re.compile(r"[^\W\d][\w.-]{0,39}")
 KNOWN_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".csv", ".parquet", ".txt.bz2")
 _HEADER_WORDS = {"question", "query", "text", "prompt", "answer", "answerkey", "choices", "context", "label", "gold",
                  "id", "subject", "input", "target", "options", "passage", "continuation"}
-
-
-def words_of(text: str) -> list[str]:
-    """Lower-case words after Unicode compatibility folding (NFKC: full-width forms, ligatures) and joining
-    hyphenated/apostrophised words; dashes, quotes and other punctuation separate words."""
-    return _WORD.findall(_JOINER.sub("", unicodedata.normalize("NFKC", text).lower()))
-
-
-def _squashed_words(text: str) -> list[str]:
-    """The words a copy with *every* punctuation mark deleted would have ("1990-1995" -> "19901995")."""
-    return _PUNCT.sub("", unicodedata.normalize("NFKC", text).lower()).split()
-
-
-@dataclass
-class Item:
-    benchmark: str
-    key: str
-    text: str
 
 
 # ------------------------------------------------------------------ loading
@@ -143,6 +121,20 @@ def _item_text(row: dict, columns: list[str], where: str) -> str:
             return row[col]
     raise UserError(f"{where}: cannot tell which columns hold the benchmark text (columns found: "
                     f"{', '.join(row)}); set decontaminate.columns, e.g. [question, answer]")
+
+
+def _item_answer(row: dict, columns: list[str]) -> str:
+    """The gold answer's text of a row in a known layout ("" when none or when columns are named)."""
+    if columns:
+        return ""
+    if "context_options" in row and "continuation" in row:
+        return str(row["continuation"])
+    if "context" in row and "continuation" in row:
+        return str(row["continuation"])
+    parts = question_parts(row)
+    if parts is not None and parts[2] is not None:
+        return parts[1][parts[2]]
+    return ""
 
 
 def _hellaswag(path: Path) -> list[tuple[str, str]]:
@@ -225,14 +217,15 @@ def load_benchmark(spec: str, columns: list[str] | None = None, csv_columns: lis
 
         name, split = parts[0], parts[-1]
         ds = load_dataset(name, parts[1] if len(parts) == 3 else None, split=split)
-        return [Item(name, str(i), _item_text(r, columns, f"{spec} row {i}")) for i, r in enumerate(ds)]
+        return [Item(name, str(i), _item_text(r, columns, f"{spec} row {i}"), _item_answer(r, columns))
+                for i, r in enumerate(ds)]
     path = Path(spec)
     if not path.exists():
         raise UserError(f"benchmark file not found: {spec}")
     bench = path.name.split(".")[0]
     if path.name.endswith(".txt.bz2"):
         return [Item(bench, k, t) for k, t in _hellaswag(path)]
-    return [Item(bench, str(n), _item_text(row, columns, f"{path}:{n}"))
+    return [Item(bench, str(n), _item_text(row, columns, f"{path}:{n}"), _item_answer(row, columns))
             for n, row in _rows(path, csv_columns or [], columns)]
 
 
@@ -341,15 +334,48 @@ class DecontaminateStep(PipelineStep):
 
     def __init__(self, cfg: Config, failures=None):
         super().__init__()
-        self.d, self.failures = cfg.decontaminate, failures
+        self.d, self.failures, self.encoder = cfg.decontaminate, failures, cfg.encoder
         self.files = benchmark_files(cfg.decontaminate.benchmarks)
+
+    def _hit(self, doc, item: Item, overlap: float, method: str, similarity: float | None = None):
+        self.stat_update("dropped")
+        self.stat_update(f"hits_{item.benchmark}")
+        self.stat_update(f"hits_{method}")
+        doc.metadata.update(contamination_benchmark=item.benchmark, contamination_item=item.key,
+                            contamination_overlap=round(overlap, 4), contamination_item_text=item.text[:1000],
+                            contamination_method=method,
+                            contamination_similarity=None if similarity is None else round(similarity, 4),
+                            filter_reason="contaminated")
+
+    def _semantic(self, index, docs: list, rank: int):
+        """The n-gram pass's clean documents of one batch through the paraphrase pass, in order."""
+        hits = index.match_many([d.text for d in docs]) if index is not None else [None] * len(docs)
+        for doc, hit in zip(docs, hits):
+            if hit is None:
+                self.update_doc_stats(doc)
+                yield doc
+                continue
+            item, sim, share, _ = hit
+            self._hit(doc, item, share, "paraphrase", sim)
+            if self.d.action == "flag":
+                yield doc
+            elif self.failures is not None:
+                self.failures.write(doc, rank=rank)
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         items = [it for f in self.files for it in load_benchmark(f, self.d.columns, self.d.csv_columns)]
         index = BenchmarkIndex(items, self.d.ngram, self.d.min_item_words, self.d.short_ngram, self.d.max_gram_items)
+        semantic = None
+        if self.d.paraphrase.enabled and items:
+
+            from pipeline.embed import shared_encoder
+            from pipeline.stages.paraphrase import SemanticIndex
+
+            semantic = SemanticIndex(items, shared_encoder(self.encoder), self.d.paraphrase)
         if self.failures is not None:
             self.failures.__enter__()
         exc: tuple = (None, None, None)
+        clean: list = []  # documents the n-gram pass let through, waiting for the paraphrase pass
         try:
             for doc in data:
                 self.stat_update("documents")
@@ -359,19 +385,18 @@ class DecontaminateStep(PipelineStep):
                     self.stat_update("mostly_non_ascii")  # non-Latin scripts: matched like any other text, counted
                 hit = index.match(doc.text, self.d.min_overlap)
                 if hit is None:
-                    self.update_doc_stats(doc)
-                    yield doc
+                    clean.append(doc)
+                    if len(clean) >= self.d.paraphrase.batch:
+                        yield from self._semantic(semantic, clean, rank)
+                        clean = []
                     continue
                 item, overlap = hit
-                self.stat_update("dropped")
-                self.stat_update(f"hits_{item.benchmark}")
-                doc.metadata.update(contamination_benchmark=item.benchmark, contamination_item=item.key,
-                                    contamination_overlap=round(overlap, 4), contamination_item_text=item.text[:1000],
-                                    filter_reason="contaminated")
+                self._hit(doc, item, overlap, "ngram")
                 if self.d.action == "flag":
                     yield doc
                 elif self.failures is not None:
                     self.failures.write(doc, rank=rank)
+            yield from self._semantic(semantic, clean, rank)
         except BaseException as e:
             exc = (type(e), e, e.__traceback__)
             raise
@@ -395,6 +420,8 @@ def report(out: Path, cfg: Config) -> dict:
     for r in rows:
         b = per.setdefault(r["contamination_benchmark"], {"hits": 0, "unique_items": 0, "examples": []})
         b["hits"] += 1
+        if r.get("contamination_method") == "paraphrase":
+            b["paraphrase_hits"] = b.get("paraphrase_hits", 0) + 1
         items.setdefault(r["contamination_benchmark"], set()).add(r["contamination_item"])
         if len(b["examples"]) < cfg.decontaminate.examples:
             b["examples"].append({"document": r["id"], "item": r["contamination_item"], "overlap": r["contamination_overlap"],
@@ -402,7 +429,7 @@ def report(out: Path, cfg: Config) -> dict:
     for name, s in items.items():
         per[name]["unique_items"] = len(s)
     return {"documents_hit": len(rows), "ngram": cfg.decontaminate.ngram, "short_ngram": cfg.decontaminate.short_ngram,
-            "min_overlap": cfg.decontaminate.min_overlap,
+            "min_overlap": cfg.decontaminate.min_overlap, "paraphrase": cfg.decontaminate.paraphrase.model_dump(),
             "benchmarks": per}
 
 
@@ -413,8 +440,9 @@ def build(ctx: StageContext) -> list:
     if not cfg.decontaminate.benchmarks:
         raise UserError("decontaminate needs benchmarks: --benchmarks FILE_OR_DIR (or decontaminate.benchmarks)")
     files = benchmark_files(cfg.decontaminate.benchmarks)
-    for f in files:  # a bad file fails here, before the tasks start
-        load_benchmark(f, cfg.decontaminate.columns, cfg.decontaminate.csv_columns)
+    for f in files:  # a bad or empty file fails here, before the tasks start
+        if not load_benchmark(f, cfg.decontaminate.columns, cfg.decontaminate.csv_columns):
+            raise UserError(f"benchmark {f}: no items in it; nothing could be checked against it")
     failures = ctx.writer("removed", "failures", REMOVED_FIELDS)
     return [ctx.task_start(), make_reader(ctx.plan, cfg.input), ctx.progress(),
             DecontaminateStep(cfg, failures), ctx.writer("data", "main", DECONT_FIELDS)]
@@ -435,7 +463,8 @@ def _summary(cfg: Config, stats: dict) -> list[str]:
     rep = Path(cfg.run.output) / "report.json"
     lines = []
     if stats.get("complete") and rep.exists():
-        lines = [f"decontaminate: {name}: {b['hits']} documents hit, {b['unique_items']} distinct items"
+        lines = [f"decontaminate: {name}: {b['hits']} documents hit ({b.get('paraphrase_hits', 0)} as paraphrases), "
+                 f"{b['unique_items']} distinct items"
                  for name, b in json.loads(rep.read_text())["benchmarks"].items()]
     return lines + [f"wrote {cfg.run.output}"]
 
