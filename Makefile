@@ -104,6 +104,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_llm.py $(ARGS)
 	$(BIN)/python bench/bench_generate.py
 	$(BIN)/python bench/bench_gate.py
+	$(BIN)/python bench/bench_meaning.py
 	$(BIN)/python bench/bench_rephrase.py
 	$(BIN)/python bench/bench_dedup.py
 	$(BIN)/python bench/bench_decontaminate.py

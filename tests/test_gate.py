@@ -38,19 +38,30 @@ def _sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?])\s+", text.replace("\n", " ")) if len(s.split()) >= 6]
 
 
+def lid_en(text: str) -> bool:
+    from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
+
+    global _LID
+    if _LID is None:
+        _LID = LanguageIdentifier.from_modelpath(MODEL_DIR / MODEL_FILE, norm_probs=True)
+    return _LID.classify(text[:3000])[0] == "en"
+
+
+_LID = None
+
+
 @pytest.fixture(scope="module")
 def corpus():
     cfg = load_config()
-    gate = QualityGate(cfg.quality_gate)
-    builder = PromptBuilder(cfg, [])
+    # Cosmopedia's textbook prompt (its extract between <extract> tags, which the echo plants copy back)
+    builder = PromptBuilder(load_config(None, ["generate.formats={textbook_narrative: 1}"]), [])
     pages = real_pages(400, 6000)
     good, prompts = [], []
     for p in pages:
         text = p["text"].strip()
-        if len(text.split()) < 150 or len(_sentences(text)) < 8:
-            continue
-        # "good" = a real page that passes the web filters as a document (no prompt to echo)
-        if gate.check(text).passed:
+        # "good" = a real English FineWeb page of some length (FineWeb's own filters passed it), chosen
+        # without asking the gate: the gate's false removals among them are counted, not designed away
+        if len(text.split()) >= 150 and len(_sentences(text)) >= 8 and lid_en(text):
             good.append(text)
         if len(good) == 60:
             break
@@ -127,7 +138,10 @@ def test_gate_removes_each_planted_kind_and_keeps_good_texts(corpus):
     precision = (removed_total - len(false_pos)) / removed_total
     report["good_texts"] = {"n": len(good), "wrongly_removed": len(false_pos), "precision": round(precision, 3)}
     print("\ngate planted test:", json.dumps(report, indent=1))
-    assert not false_pos, false_pos[:5]
+    # measured: 8 of these 60 real pages (13%) fail a form check (7 Gopher's share of alphabetic words: tables,
+    # figures, code; 1 FineWeb's line punctuation) -- the price of datatrove's web filters on real text; the
+    # planted kinds above are all caught. Before, "good" meant "passes the gate" and this read 0%.
+    assert len(false_pos) <= 0.15 * len(good), false_pos[:5]
 
 
 def test_gate_trims_cut_replies_and_its_pieces(corpus):
@@ -177,7 +191,10 @@ def test_audit_reports_degeneration(tmp_path, corpus):
     assert d["checked"] == 24 and d["gate_pass_rate"] <= 0.1
     assert min(d["loop_share"], d["mixed_script_share"], d["prompt_echo_share"]) >= 0.33
     assert d["hit_max_tokens_share"] > 0 and d["mean_top_4gram_share"] > g["mean_top_4gram_share"]
-    assert g["gate_pass_rate"] == 1.0 and g["loop_share"] == 0 and g["mixed_script_share"] == 0
+    # the real pages: the audit's pass rate is the gate's own verdict on them (some fail a web filter, see above)
+    gate = QualityGate(cfg.quality_gate)
+    expected = sum(gate.check(t, echo_source=p, finish_reason="stop").passed for t, p in zip(good[:24], prompts)) / 24
+    assert g["gate_pass_rate"] == pytest.approx(expected, abs=1e-3) and g["loop_share"] == 0 and g["mixed_script_share"] == 0
     # 24 documents: the openings share is not reported as a figure
     o = reps["bad"]["overall"]
     assert o["top20_openings_share"] is None and "means nothing below 300" in o["openings_note"]

@@ -228,3 +228,31 @@ def test_a_page_routed_to_no_style_is_a_removal_not_a_loss(tmp_path):
     assert gone == {p["id"] for p in pages if p["int_score"] == 0}
     kept = {x["source_id"] for x in read_rows(out / "data")}
     assert kept | {x["source_id"] for x in removed} == {p["id"] for p in pages}
+
+
+def test_default_rephrase_with_the_gate_on(tmp_path):
+    """configs/default.yaml as `make rephrase` runs it (the gate on, form and meaning), at small size: 3 real pages,
+    one chunk each, default styles and budgets. Before, the first gated reply crashed the task (the style's
+    template was rendered with text="" to learn its instructions, and an empty required variable is refused).
+    Every synthetic reply went through the gate: a kept row carries a passing verdict and its faithfulness to
+    its source chunk; a removed one its gate reason and the raw reply."""
+    pages = scored_pages(1, 1500)[:3]
+    src = tmp_path / "pages.jsonl"
+    src.write_text("".join(json.dumps(p) + "\n" for p in pages))
+    out = tmp_path / "out"
+    r = synthweb("rephrase", "--input", str(src), "--output", str(out), "--no-progress", "--set", "rephrase.limit=3",
+                 "--set", "rephrase.max_chunks_per_doc=1", timeout=1800)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    stats = load_stats(out)
+    synthetic = [x for x in read_rows(out / "data") if x["kind"] == "synthetic"]
+    removed = read_rows(out / "removed") if (out / "removed").exists() else []
+    gated = [x for x in removed if x["filter_reason"].startswith("gate_")]
+    assert stats["quality_gate"]["checked"] == len(synthetic) + len(gated) + sum(
+        x["filter_reason"] in ("too_short", "low_similarity") for x in removed) > 0
+    for x in synthetic:
+        assert json.loads(x["gate"])["passed"]
+        m = json.loads(x["semantic"])
+        assert m["faithfulness"] >= 0.25 and x["similarity"] == pytest.approx(m["faithfulness"], abs=1e-3)
+    for x in gated:
+        assert x["raw_reply"] and x["filter_reason"].removeprefix("gate_") in x["error_detail"]
+    assert "quality gate:" in r.stdout

