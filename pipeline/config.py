@@ -959,6 +959,22 @@ class PublishConfig(Strict):
     files_per_commit: int = Field(default=100, ge=1)  # without hf_xet: one commit per this many files (a rerun skips committed ones)
 
 
+# Settings that never shape a stage's rows: where they are written, how the work is run (executor kind,
+# workers, Slurm/Ray resources), how a server is reached (endpoint, key, timeouts, concurrency) or where
+# caches live. They stay out of every stage's hash, so a resume after raising Slurm time or memory,
+# changing workers, moving to another server replica or running a stage inside `synthweb run` goes on.
+# executor.tasks stays in: which documents a task reads, and so what its finished shards hold, follow it.
+NOT_IDENTITY = frozenset({
+    "run.output", "run.stages",
+    "executor.kind", "executor.workers", "executor.start_method", "executor.slurm", "executor.ray",
+    "writer.row_group_rows", "writer.row_group_bytes", "writer.compression_level",
+    "llm.cost_per_gpu_hour", "llm.model_cache_dir", "llm.cache",
+    "llm.openai.base_url", "llm.openai.api_key_env", "llm.openai.concurrency", "llm.openai.timeout_s",
+    "llm.openai.max_retries", "llm.openai.connect_timeout_s", "llm.openai.check_model",
+    "encoder.device", "encoder.batch_size", "train.cost_per_gpu_hour",
+})
+
+
 class Config(Strict):
     run: RunConfig = RunConfig()
     input: InputConfig = InputConfig()
@@ -994,16 +1010,45 @@ class Config(Strict):
                              f"(classify.buckets: {', '.join(self.classify.buckets)}); map it, to [] for no rephrase")
         return self
 
-    def hash(self, sections: tuple[str, ...] | None = None) -> str:
-        """Short stable hash of the resolved config (or of the sections a stage reads), recorded in
-        every record's history; a stage's output is reused only under the same hash."""
+    def identity(self, sections: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """The settings that shape a stage's rows, as dotted keys: the sections it reads (all when None),
+        without NOT_IDENTITY (where the rows go, how the work is run and reached)."""
         data = self.model_dump(mode="json")
         if sections:
             data = {k: v for k, v in data.items() if k in sections}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+        flat: dict[str, Any] = {}
+
+        def walk(node: Any, path: str) -> None:
+            if path in NOT_IDENTITY:
+                return
+            if isinstance(node, dict) and node:
+                for k, v in node.items():
+                    walk(v, f"{path}.{k}" if path else k)
+            else:
+                flat[path] = node
+
+        walk(data, "")
+        return flat
+
+    def hash(self, sections: tuple[str, ...] | None = None) -> str:
+        """Short stable hash of the settings that shape a stage's rows (``identity``), recorded in every
+        record's history; a stage's output is reused, or resumed, only under the same hash."""
+        return identity_hash(self.identity(sections))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def identity_hash(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def identity_changes(before: dict[str, Any], now: dict[str, Any], limit: int = 4) -> str:
+    """The keys whose values differ, as "key: old -> new" (what a refusal names instead of two hashes)."""
+    keys = sorted(k for k in set(before) | set(now) if before.get(k, "<unset>") != now.get(k, "<unset>"))
+    shown = [f"{k}: {json.dumps(before.get(k, '<unset>'))[:60]} -> {json.dumps(now.get(k, '<unset>'))[:60]}"
+             for k in keys[:limit]]
+    return "; ".join(shown) + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")
 
 
 # ---------------------------------------------------------------- loading with located errors

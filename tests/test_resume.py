@@ -56,4 +56,4 @@ def test_unfinished_run_of_another_config_is_not_mixed_in(tmp_path):
     (out / "_logs").mkdir(parents=True)
     (out / "_logs" / "state.json").write_text('{"config_hash": "0123456789ab", "run_id": "x", "plan": null}')
     r = synthweb("seeds", "--input", str(need(LEGAL)), "--output", str(out), *LIGHT)
-    assert r.returncode == 2 and "unfinished run of a different config" in r.stderr
+    assert r.returncode == 2 and "unfinished run of different settings (config 0123456789ab vs " in r.stderr

@@ -30,7 +30,7 @@ def test_seeds_on_commoncrawl_sample(tmp_path):
     assert again.returncode == 0 and "already complete" in again.stdout
     # the same folder with another config is refused, not mixed
     other = synthweb("seeds", "--input", str(CC_SAMPLE), "--output", str(out), "--set", "input.limit=10", *FAST)
-    assert other.returncode == 2 and "different config" in other.stderr
+    assert other.returncode == 2 and "different settings (changed: input.limit: null -> 10)" in other.stderr, other.stderr
 
 
 def _token_f1(pred: str, gold: str) -> float:

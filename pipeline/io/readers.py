@@ -44,6 +44,46 @@ def looks_like_hub_name(src: str) -> bool:
     return _format_of(src) is None and not src.lower().endswith((".json", ".csv", ".txt", ".gz", ".zst", ".bz2"))
 
 
+def _stage_folder(path: Path) -> str | None:
+    """The stage whose output folder ``path`` is (finished or not), else None."""
+    for marker in (path / "_logs" / "state.json", path / "stats.json"):
+        if marker.is_file():
+            try:
+                d = json.loads(marker.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(d, dict) and d.get("stage") and "config_hash" in d:  # ours, not any stats.json
+                return str(d["stage"])
+    return None
+
+
+def _check_finished(path: Path, src: str) -> None:
+    """A stage's output folder (or its data/, kept/, removed/) is input only once the stage finished: an
+    unfinished run's _parts and data/ hold kept and removed rows alike, and some tasks' rows not yet."""
+    for folder in (path, path.parent) if path.name in ("data", "kept", "removed") else (path,):
+        stage = _stage_folder(folder)
+        if stage is None:
+            continue
+        stats = folder / "stats.json"
+        done = False
+        if stats.is_file():
+            try:
+                done = bool(json.loads(stats.read_text()).get("complete"))
+            except (OSError, ValueError):
+                done = False
+        if not done:
+            raise UserError(f"{src} is the output of an unfinished {stage} run ({folder} has no complete stats.json); "
+                            f"rerun that stage's command to finish it, or point at a finished run")
+        return
+
+
+def _nested_runs(root: Path) -> list[Path]:
+    """Stage output folders found inside a plain input folder: never read as pages."""
+    return sorted({p.parent.parent if p.name == "state.json" else p.parent
+                   for p in list(root.rglob("_logs/state.json")) + list(root.rglob("stats.json"))
+                   if _stage_folder(p.parent.parent if p.name == "state.json" else p.parent)})
+
+
 def _run_folder_data(path: Path) -> Path | None:
     """The kept-rows folder of a synthweb stage output (stats.json beside data/ or kept/), else None."""
     if not (path.is_dir() and (path / "stats.json").exists()):
@@ -99,16 +139,25 @@ def plan_input(cfg: InputConfig, text_key_setting: str = "input.text_key") -> In
         return _plan_hf(cfg)
     if not path.exists():
         raise UserError(f"input not found: {src} (no such file or folder, and not a Hub dataset name like owner/name)")
+    _check_finished(path if path.is_dir() else path.parent, src)
     run_data = _run_folder_data(path)
     if run_data is not None:  # a synthweb output folder: its kept rows, never its removed/
         inner = plan_input(cfg.model_copy(update={"source": str(run_data)}), text_key_setting)
         inner.notice = (f"{src} is a synthweb {json.loads((path / 'stats.json').read_text()).get('stage', '')} output "
                         f"folder: reading its kept rows in {run_data} (not removed/)")
         return inner
+    nested_note = None
     if path.is_dir():
+        if _stage_folder(path):
+            raise UserError(f"{src} is a finished {_stage_folder(path)} output with no kept rows (no data/ or kept/ shards)")
         files = sorted(str(p) for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
         if cfg.glob:
             files = sorted(str(p) for p in path.glob(cfg.glob) if p.is_file())
+        nested = _nested_runs(path)
+        if nested:  # e.g. an output folder written inside the input folder by an earlier run
+            files = [f for f in files if not any(Path(f).is_relative_to(n) for n in nested)]
+            nested_note = (f"{src}: left out {len(nested)} synthweb output folder(s) inside it "
+                           f"({', '.join(str(n) for n in nested[:3])}): an output is never read as pages")
         root = str(path)
     else:
         files, root = [str(path)], str(path.parent)
@@ -135,7 +184,7 @@ def plan_input(cfg: InputConfig, text_key_setting: str = "input.text_key") -> In
         good.append(f)
     if not good:
         raise UserError(f"{src}: no readable {fmt} input (all files are empty)")
-    plan = InputPlan(fmt, src, good, root, skipped={"empty_file": empty} if empty else {})
+    plan = InputPlan(fmt, src, good, root, skipped={"empty_file": empty} if empty else {}, notice=nested_note)
     if fmt == "parquet":
         _check_parquet(plan, cfg, text_key_setting)
     if fmt == "html":

@@ -256,10 +256,20 @@ def output_lock(output: Path, stage: str):
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+        holder = ""
+        for _ in range(20):  # the holder writes who it is just after taking the lock: give it a moment
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+            if holder:
+                break
+            time.sleep(0.1)
+        holder = holder or "another process"
         os.close(fd)
         raise UserError(f"{output} is in use by a running synthweb ({holder}); wait for it to finish, "
                         "or stop it, or use another --output") from None
+    except OSError as e:  # a file system without flock (some network mounts)
+        os.close(fd)
+        raise UserError(f"--output {output}: cannot lock {LOCK} there ({e.strerror}); the file system may not support "
+                        "flock: use an --output on a local or flock-capable file system") from None
     try:
         info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "stage": stage,
                            "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
@@ -293,6 +303,12 @@ STAGE_SECTIONS = {
 MAIN_TAG = {"filter": "kept"}
 
 
+def identity_hash(identity: dict) -> str:
+    from pipeline.config import identity_hash as _h
+
+    return _h(identity)
+
+
 def run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], force: bool = False,
               progress: bool = True, needs_input: bool = True, printer=print, extra_hash: str = "",
               finish: Callable[[Config, dict], dict] | None = None) -> dict:
@@ -311,18 +327,31 @@ def run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], fo
 
 def _run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], force: bool, progress: bool,
                needs_input: bool, printer, extra_hash: str, finish=None) -> dict:
-    output = Path(cfg.run.output)
-    h = cfg.hash(STAGE_SECTIONS.get(stage))
-    if extra_hash:
-        import hashlib
+    from pipeline.config import identity_changes
 
-        h = hashlib.sha256(f"{h}|{extra_hash}".encode()).hexdigest()[:12]
+    output = Path(cfg.run.output)
+    identity = cfg.identity(STAGE_SECTIONS.get(stage))
+    if extra_hash:
+        identity["(classifiers applied)"] = extra_hash
+    h = identity_hash(identity)
     if force:
         _clear(output)
     stats_path = output / "stats.json"
+    logs = output / LOGS
+    state_path = logs / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else None
+
+    def changed(before: dict) -> str:
+        """What differs from the run in the folder: its keys, or the two hashes for a run from before identities."""
+        if before.get("identity"):
+            return "changed: " + identity_changes(before["identity"], identity)
+        return f"config {before.get('config_hash')} vs {h}"
+
     if stats_path.exists():
         prev = json.loads(stats_path.read_text())
         if prev.get("complete") and prev.get("config_hash") == h:
+            if needs_input and (state or {}).get("inputs") is not None:  # made from what is there now?
+                _check_inputs(state["inputs"], output, plan_input(cfg.input), finished=True)
             printer(f"{stage}: {output} is already complete (config {h}); nothing to do. Use --force to redo it.")
             print_summary(prev, printer)
             if finish and cfg.executor.kind == "local":  # a run killed between stats.json and its additions
@@ -330,27 +359,24 @@ def _run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], f
             return prev
         if prev.get("complete"):
             raise UserError(
-                f"{output} holds a completed {prev.get('stage')} run of a different config "
-                f"({prev.get('config_hash')} vs {h}); use --force to overwrite it, or another --output"
+                f"{output} holds a completed {prev.get('stage')} run of different settings ({changed(state or prev)}); "
+                "use --force to overwrite it, or another --output"
             )
-    logs = output / LOGS
-    state_path = logs / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else None
     if state and state.get("config_hash") != h:
         raise UserError(
-            f"{output} holds an unfinished run of a different config ({state.get('config_hash')} vs {h}); "
-            "rerun with the same config to resume, or use --force to start over"
+            f"{output} holds an unfinished run of different settings ({changed(state)}); "
+            "rerun with the same settings to resume, or use --force to start over"
         )
     plan = plan_input(cfg.input) if needs_input else None
     if plan and plan.notice:
         printer(plan.notice)
     resumed = state is not None
-    if resumed and state.get("inputs"):
-        _check_inputs(state["inputs"], output)
+    if resumed and state.get("inputs") is not None and plan:
+        _check_inputs(state["inputs"], output, plan)
     if not state:
         run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-        state = {"stage": stage, "config_hash": h, "run_id": run_id, "plan": plan.__dict__ if plan else None,
-                 "inputs": fingerprints(plan.files) if plan else {}}
+        state = {"stage": stage, "config_hash": h, "identity": identity, "run_id": run_id,
+                 "plan": plan.__dict__ if plan else None, "inputs": fingerprints(plan.files) if plan else {}}
     logs.mkdir(parents=True, exist_ok=True)
     (output / "config.yaml").write_text(f"# resolved config of {stage}, hash {h}\n" + cfg.to_yaml(), encoding="utf-8")
     atomic_write_text(state_path, json.dumps(state))
@@ -429,21 +455,33 @@ def fingerprints(files: list[str], block: int = 1 << 16) -> dict[str, list]:
     return out
 
 
-def _check_inputs(saved: dict[str, list], output: Path) -> None:
+def _check_inputs(saved: dict[str, list], output: Path, plan=None, finished: bool = False) -> None:
+    """The input is what the run in ``output`` read: the same files (none added, none gone), each with the
+    same size, content hash and mtime. Else a one-line refusal naming the file and what changed."""
     now = fingerprints(list(saved))
+    problem = None
     for f, (size, mtime, digest) in saved.items():
         if f not in now:
-            why = "is gone"
+            problem = f"input {f} is gone"
         elif now[f][0] != size:
-            why = f"changed size ({size:,} -> {now[f][0]:,} bytes)"
+            problem = f"input {f} changed size ({size:,} -> {now[f][0]:,} bytes)"
         elif now[f][2] != digest:
-            why = "changed content"
+            problem = f"input {f} changed content"
         elif now[f][1] != mtime:
-            why = "was modified"
-        else:
-            continue
-        raise UserError(f"input {f} {why} since the unfinished run in {output} started; finished tasks read the "
-                        "old file, so resuming would mix two inputs: use --force to start over on the new input")
+            problem = f"input {f} was modified"
+        if problem:
+            break
+    if problem is None and plan is not None and plan.files:
+        added = sorted(set(plan.files) - set(saved))
+        if added:
+            problem = f"the input has {len(added)} file(s) it did not have, e.g. {added[0]}"
+    if problem is None:
+        return
+    if finished:
+        raise UserError(f"{problem} since {output} was made from it; its output is stale: rerun with --force to "
+                        "redo it on the input as it is now (and the stages after it)")
+    raise UserError(f"{problem} since the unfinished run in {output} started; finished tasks read the old "
+                    "input, so resuming would mix two inputs: use --force to start over on the new input")
 
 
 def books(stats: dict) -> dict:

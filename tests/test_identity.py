@@ -1,0 +1,98 @@
+"""A run's identity is what shapes its rows: its inputs and the settings that change output.
+
+Each test is a case measured on real Common Crawl pages that either threw finished work away or reused
+stale output with exit 0 before: a stage over a redone input, a resume after changing workers or Slurm
+time, an unfinished run folder read as input, an output folder inside an input folder, and a refusal
+that named two hashes instead of the key that changed."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import CC_SAMPLE, load_stats, need, read_rows, synthweb
+
+FAST = ["--no-progress", "--set", "executor.tasks=2", "--set", "executor.workers=1"]
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    """Two files of distinct real Common Crawl pages (A: the first 120 records, B: the next 120)."""
+    d = tmp_path_factory.mktemp("pages")
+    recs = [json.loads(line) for _, line in zip(range(240), gzip.open(need(CC_SAMPLE), "rt"))]
+    for name, part in (("a", recs[:120]), ("b", recs[120:])):
+        (d / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    return d / "a.jsonl", d / "b.jsonl"
+
+
+def _ids(folder):
+    return sorted(r["id"] for r in read_rows(folder))
+
+
+def test_a_stage_over_a_redone_input_refuses_its_stale_output(tmp_path, pages):
+    """Before: seeds on A, dedup on its data/, seeds --force on B into the same folder, the same dedup again:
+    "already complete; nothing to do", exit 0, its rows sharing no id with the seeds now in its input."""
+    a, b = pages
+    seeds, dd = tmp_path / "seeds", tmp_path / "dd"
+    assert synthweb("seeds", "--input", str(a), "--output", str(seeds), *FAST).returncode == 0
+    dedup = ["dedup", "--method", "exact", "--input", str(seeds / "data"), "--output", str(dd), *FAST]
+    assert synthweb(*dedup).returncode == 0
+    assert synthweb("seeds", "--input", str(b), "--output", str(seeds), "--force", *FAST).returncode == 0
+    r = synthweb(*dedup)
+    assert r.returncode == 2 and "its output is stale" in r.stderr and "--force" in r.stderr, r.stdout + r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = synthweb(*dedup, "--force")
+    assert r.returncode == 0
+    assert set(_ids(dd / "data")) <= set(_ids(seeds / "data")) and _ids(dd / "data")
+
+
+def test_resume_goes_on_after_a_change_that_does_not_shape_rows(tmp_path, pages):
+    """Before: a resume with executor.workers=2 instead of 1 was refused ("a different config ... use --force"),
+    which threw the finished tasks away; so did more Slurm time, another server replica, or `synthweb run`.
+    Here a finished run loses its completion (as a run killed after its tasks, before its stats.json) and is
+    rerun with other workers, Slurm time and memory and endpoint: it resumes, sends no finished task again,
+    and gives a clean run's ids. A setting that shapes rows is refused, naming the key."""
+    a, _ = pages
+    clean, out = tmp_path / "clean", tmp_path / "o"
+    assert synthweb("seeds", "--input", str(a), "--output", str(clean), *FAST).returncode == 0
+    assert synthweb("seeds", "--input", str(a), "--output", str(out), *FAST).returncode == 0
+    (out / "stats.json").unlink()
+    r = synthweb("seeds", "--input", str(a), "--output", str(out), "--no-progress", "--set", "executor.tasks=2",
+                 "--set", "executor.workers=2", "--set", "executor.slurm.time=08:00:00",
+                 "--set", "executor.slurm.mem_per_cpu_gb=8", "--set", "llm.openai.base_url=http://replica-2:8000/v1")
+    assert r.returncode == 0, r.stderr
+    assert "resuming" in r.stdout and "2/2 tasks already complete" in r.stdout
+    assert _ids(out / "data") == _ids(clean / "data") and _ids(out / "removed") == _ids(clean / "removed")
+    r = synthweb("seeds", "--input", str(a), "--output", str(out), *FAST, "--set", "seeds.filters.min_chars=300")
+    assert r.returncode == 2 and "changed: seeds.filters.min_chars: 200 -> 300" in r.stderr, r.stderr
+
+
+def test_an_unfinished_run_folder_is_not_an_input(tmp_path, pages):
+    """Before: dedup --input on a seeds folder killed before it finished read its kept and removed rows alike
+    (610 records where a finished run keeps 102), exit 0."""
+    a, _ = pages
+    seeds = tmp_path / "seeds"
+    assert synthweb("seeds", "--input", str(a), "--output", str(seeds), *FAST).returncode == 0
+    (seeds / "stats.json").unlink()  # as a run killed before its completion
+    for src in (seeds, seeds / "data"):
+        r = synthweb("dedup", "--method", "exact", "--input", str(src), "--output", str(tmp_path / "dd"), *FAST)
+        assert r.returncode == 2 and "unfinished seeds run" in r.stderr and "rerun that stage" in r.stderr, r.stderr
+        assert not (tmp_path / "dd" / "data").exists()
+
+
+def test_an_output_folder_inside_an_input_folder_is_not_read_as_pages(tmp_path, pages):
+    """Before: an output written inside the input folder was read whole on the next run over that folder (its
+    data/ and removed/): 40 records for 20 pages, duplicate ids, exit 0."""
+    a, _ = pages
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(a, folder / "pages.jsonl")
+    n = sum(1 for _ in open(a))
+    assert synthweb("seeds", "--input", str(folder), "--output", str(folder / "out"), *FAST).returncode == 0
+    r = synthweb("seeds", "--input", str(folder), "--output", str(tmp_path / "again"), *FAST)
+    assert r.returncode == 0, r.stderr
+    assert load_stats(tmp_path / "again")["records_in"] == n and "left out 1 synthweb output folder" in r.stdout
+    assert _ids(tmp_path / "again" / "data") == _ids(folder / "out" / "data")
