@@ -133,7 +133,7 @@ def main() -> None:
                 mean_ok = []
                 for m in measures:
                     f = gate.meaning.failures(m)
-                    fails.update(f)
+                    fails.update(list(f))
                     mean_ok.append(not f)
                 kept = [v.passed and ok for v, ok in zip(form, mean_ok)]
                 good = [k and m["faithfulness"] >= ABOUT_SOURCE and (m["coherence"] or 0) >= HOLDS_TOGETHER
