@@ -141,12 +141,19 @@ def label_unfit(labels: dict[int, str | None], centroids: np.ndarray, encoder, m
     return out
 
 
+# verbs of explanatory prose: a cluster's distinctive word, never its name ("Refers" was a topic)
+NOT_TOPICS = ("refers", "refer", "uses", "used", "using", "provides", "provided", "returns", "returned", "called",
+              "calls", "defines", "defined", "allows", "allowed", "makes", "means", "contains", "supports",
+              "implements", "includes", "described", "describes", "given", "gives", "need", "needs", "based")
+
+
 def keywords(texts: list[str], labels, k: int, n: int = 8) -> dict[int, str]:
     """The words that set each cluster apart (TF-IDF over clusters as documents), shown to the LLM."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 
     docs = [" ".join(texts[i][:3000] for i in range(len(texts)) if labels[i] == c) for c in range(k)]
-    vec = TfidfVectorizer(stop_words="english", max_features=20000, token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]{2,}\b")
+    vec = TfidfVectorizer(stop_words=sorted(ENGLISH_STOP_WORDS | set(NOT_TOPICS)), max_features=20000,
+                          token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]{2,}\b")
     m = vec.fit_transform(docs)
     vocab = vec.get_feature_names_out()
     return {c: ", ".join(vocab[j] for j in m[c].toarray()[0].argsort()[::-1][:n]) for c in range(k)}
