@@ -178,7 +178,7 @@ def _prompts_copy(tmp_path: Path) -> Path:
 
 def test_template_syntax_error_names_file_and_line(tmp_path):
     p = _prompts_copy(tmp_path)
-    t = p / "generate" / "story.j2"
+    t = p / "generate" / "summarize.j2"  # a template the default formats use
     lines = t.read_text().splitlines()
     lines[3] = "{% if persona %}broken, never closed"
     t.write_text("\n".join(lines[:4]) + "\n")
@@ -189,9 +189,9 @@ def test_template_syntax_error_names_file_and_line(tmp_path):
 
 def test_template_using_an_undeclared_variable_is_an_error(tmp_path):
     p = _prompts_copy(tmp_path)
-    t = p / "generate" / "qa.j2"
+    t = p / "generate" / "explain.j2"  # a template the default formats use
     t.write_text(t.read_text() + "\nMention {{ school_name }}.\n")
-    with pytest.raises(UserError, match=r"qa\.j2:\d+: the template uses school_name, which it does not declare"):
+    with pytest.raises(UserError, match=r"explain\.j2:\d+: the template uses school_name, which it does not declare"):
         load_template(t)
     r = synthweb(*small(tmp_path, "o", "--set", f"generate.prompts_dir={p}"))
     assert r.returncode == 2 and "school_name" in r.stderr

@@ -111,11 +111,12 @@ class PromptBuilder:
         audience = _weighted(rng, self.g.audiences)
         fmt = _weighted(rng, self.g.formats)
         with_topic = bool(topic) and rng.random() < self.g.topics.include_probability
+        t = self.templates[fmt]
+        with_topic = with_topic and "topic" in t.required + t.optional  # a rewrite keeps its text's own subject
         persona = None
         if self.personas and rng.random() < self.g.personas.include_probability:
             persona = self.personas[rng.randrange(len(self.personas))]
         a, f = self.audiences[audience], self.formats[fmt]
-        t = self.templates[fmt]
         prompt = t.render(seed_extract=extract, audience_description=a["description"], audience_style=a["style"],
                           format_instruction=f["instruction"], topic=topic if with_topic else None, persona=persona)
         return {"prompt": prompt, "prompt_hash": hashlib.sha256(prompt.encode()).hexdigest()[:16],
