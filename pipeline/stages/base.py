@@ -294,7 +294,7 @@ STAGE_SECTIONS = {
     "rephrase": ("run", "input", "executor", "writer", "llm", "encoder", "rephrase", "classify", "quality_gate"),
     "annotate": ("run", "input", "executor", "writer", "llm", "annotate"),
     "classify": ("run", "input", "executor", "writer", "classify"),
-    "decontaminate": ("run", "input", "executor", "writer", "decontaminate"),
+    "decontaminate": ("run", "input", "executor", "writer", "decontaminate", "encoder"),  # encoder: the paraphrase pass
     "dedup": ("run", "input", "executor", "writer", "dedup", "encoder"),
     "gate": ("run", "input", "executor", "writer", "encoder", "gate", "quality_gate"),
     "filter": ("run", "input", "executor", "writer", "filter"),
