@@ -72,7 +72,9 @@ class Judge:
             if todo:
                 from pipeline.meaning import Meaning
 
-                m = Meaning(self.cfg.quality_gate.meaning, self.cfg.encoder)
+                if getattr(self, "_meaning", None) is None:  # once per task: the encoder and any scorer load once
+                    self._meaning = Meaning(self.cfg.quality_gate.meaning, self.cfg.encoder)
+                m = self._meaning
                 for c, x in zip(todo, m.measure([c.text for c in todo], [c.metadata.get("seed_extract") for c in todo])):
                     c.metadata["semantic"] = json.dumps(x)
             out = []
