@@ -403,8 +403,8 @@ def _run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], f
             executor.run()
     except BaseException as e:
         if cfg.executor.kind == "local":  # stop every worker (and its helpers), then drop unfinished parts
-            _kill_descendants()
-            for tmp in (output / "_parts").rglob("*.tmp"):
+            _kill_descendants()  # a worker killed mid-write leaves a temp file (parts, progress counters)
+            for tmp in output.rglob("*.tmp"):
                 tmp.unlink(missing_ok=True)
         if isinstance(e, (UserError, KeyboardInterrupt)) or not isinstance(e, Exception):
             raise
