@@ -101,6 +101,8 @@ class InputConfig(Strict):
     source: str = "HuggingFaceFW/fineweb-edu"
     format: Literal["auto", "hf", "jsonl", "parquet", "warc", "html", "python-docs"] = "auto"
     hf_name: str | None = "sample-10BT"
+    hf_revision: str | None = Field(default=None, description="a Hub dataset's branch, tag or commit; default: the "
+                                    "commit of its main branch when the run starts, pinned for the whole run")
     hf_split: str = "train"
     streaming: bool = True
     limit: int | None = Field(default=None, gt=0, description="read at most this many records in total")

@@ -96,3 +96,28 @@ def test_an_output_folder_inside_an_input_folder_is_not_read_as_pages(tmp_path, 
     assert r.returncode == 0, r.stderr
     assert load_stats(tmp_path / "again")["records_in"] == n and "left out 1 synthweb output folder" in r.stdout
     assert _ids(tmp_path / "again" / "data") == _ids(folder / "out" / "data")
+
+
+def test_a_change_that_keeps_size_and_mtime_is_seen(tmp_path, pages):
+    """Before: the fingerprint hashed the first and last 64 KiB with size and mtime, so an edit in the middle
+    that keeps both (what `rsync -a` or `cp -p` of an edited file leave) was not seen: the finished stage
+    said "nothing to do" over its changed input. A file only touched (same bytes) is the same input."""
+    import os
+
+    a, _ = pages
+    src = tmp_path / "pages.jsonl"
+    shutil.copy(a, src)
+    out = tmp_path / "o"
+    args = ("seeds", "--input", str(src), "--output", str(out), *FAST)
+    assert synthweb(*args).returncode == 0
+    os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))  # touched: same bytes
+    assert synthweb(*args).returncode == 0
+    st = src.stat()
+    data = src.read_bytes()
+    mid = len(data) // 2
+    mid = data.index(b" the ", mid)  # one word of one page in the middle, same length
+    src.write_bytes(data[:mid] + b" THE " + data[mid + 5:])
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert src.stat().st_size == st.st_size and src.stat().st_mtime_ns == st.st_mtime_ns
+    r = synthweb(*args)
+    assert r.returncode == 2 and "changed content" in r.stderr and "its output is stale" in r.stderr, r.stderr

@@ -126,6 +126,7 @@ class InputPlan:
     total_hint: int | None = None
     notice: str | None = None  # one line to show the user (e.g. the offline fallback)
     skipped: dict[str, int] = field(default_factory=dict)  # files left out under on_bad_record: skip, by reason
+    revision: str | None = None  # a Hub dataset: the commit every task reads (pinned when the run starts)
 
 
 def plan_input(cfg: InputConfig, text_key_setting: str = "input.text_key") -> InputPlan:
@@ -237,13 +238,13 @@ def _plan_hf(cfg: InputConfig) -> InputPlan:
         from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
         try:
-            HfApi().dataset_info(cfg.source, timeout=10)
+            info = HfApi().dataset_info(cfg.source, revision=cfg.hf_revision, timeout=10)
         except RepositoryNotFoundError:
             raise UserError(f"Hub dataset not found: {cfg.source} (check the name, or log in for a gated/private one)") from None
         except (HfHubHTTPError, OSError) as e:
             ok, why = False, str(e).splitlines()[0]
-    if ok:
-        return InputPlan("hf", cfg.source, total_hint=cfg.limit)
+    if ok:  # pinned: every task, and a resume next week, read this commit even if the dataset moves on
+        return InputPlan("hf", cfg.source, total_hint=cfg.limit, revision=info.sha or cfg.hf_revision)
     if cfg.offline_fallback == "none":
         raise UserError(f"cannot reach the Hugging Face Hub for {cfg.source} ({why}) and input.offline_fallback is none")
     from pipeline.config import InputConfig
@@ -568,6 +569,8 @@ class HubReader(PipelineStep):
         options: dict[str, Any] = {"split": cfg.hf_split}
         if cfg.hf_name:
             options["name"] = cfg.hf_name
+        if self.plan.revision or cfg.hf_revision:
+            options["revision"] = self.plan.revision or cfg.hf_revision
         limit = _task_limit(cfg.limit, rank, world_size)
         reader = HuggingFaceDatasetReader(
             cfg.source, dataset_options=options, streaming=cfg.streaming, limit=limit if limit is not None else -1,

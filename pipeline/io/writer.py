@@ -214,31 +214,47 @@ class TaskStart(PipelineStep):
             yield from data
 
 
-def finalize(output_dir: str, split: str = "train") -> dict[str, int]:
-    """Rename completed parts to ``<tag>/<split>-00000-of-000NN.parquet``. Idempotent: a plan file is
-    written first, so a finalize interrupted half-way completes on the next call. Returns rows per tag."""
+def plan_finalize(output_dir: str, split: str = "train") -> dict | None:
+    """The renames that make completed parts final (``<tag>/<split>-00000-of-000NN.parquet``) and the
+    rows per tag, from the parts' manifests; written to ``_parts/plan.json`` so that an interrupted
+    finalize completes the same way. Nothing is renamed yet: the stage balances its books on these rows
+    first. None when there is nothing to finalise (already done)."""
     out = Path(output_dir)
     parts_root = out / PARTS
     plan_path = parts_root / "plan.json"
     if not parts_root.exists():
-        return {}
+        return None
     if plan_path.exists():
-        plan = json.loads(plan_path.read_text())
-    else:
-        plan = {"moves": [], "rows": {}}
-        for tag_dir in sorted(p for p in parts_root.iterdir() if p.is_dir()):
-            parts = []
-            for m in sorted(tag_dir.glob("*.manifest.json")):
-                manifest = json.loads(m.read_text())
-                parts += [(tag_dir / p["file"], p["rows"]) for p in manifest["parts"]]
-            n = len(parts)
-            final_dir = out / tag_dir.name
-            if final_dir.exists():  # left by an earlier completed run of a different config
-                shutil.rmtree(final_dir)
-            for i, (src, _) in enumerate(parts):
-                plan["moves"].append([str(src), str(final_dir / f"{split}-{i:05d}-of-{n:05d}.parquet")])
-            plan["rows"][tag_dir.name] = sum(r for _, r in parts)
-        atomic_write_text(plan_path, json.dumps(plan))
+        return json.loads(plan_path.read_text())
+    plan = {"moves": [], "rows": {}}
+    for tag_dir in sorted(p for p in parts_root.iterdir() if p.is_dir()):
+        parts = []
+        for m in sorted(tag_dir.glob("*.manifest.json")):
+            manifest = json.loads(m.read_text())
+            parts += [(tag_dir / p["file"], p["rows"]) for p in manifest["parts"]]
+        n = len(parts)
+        final_dir = out / tag_dir.name
+        for i, (src, _) in enumerate(parts):
+            plan["moves"].append([str(src), str(final_dir / f"{split}-{i:05d}-of-{n:05d}.parquet")])
+        plan["rows"][tag_dir.name] = sum(r for _, r in parts)
+    atomic_write_text(plan_path, json.dumps(plan))
+    return plan
+
+
+def finalize(output_dir: str, split: str = "train") -> dict[str, int]:
+    """Rename completed parts to their final names (see ``plan_finalize``). Idempotent: a finalize
+    interrupted half-way completes on the next call. Returns rows per tag ({} when already done)."""
+    out = Path(output_dir)
+    parts_root = out / PARTS
+    plan = plan_finalize(output_dir, split)
+    if plan is None:
+        return {}
+    if not plan.get("applying"):  # first call: clear what an earlier run left in the final folders
+        for tag in plan["rows"]:
+            if (out / tag).exists():
+                shutil.rmtree(out / tag)
+        plan["applying"] = True
+        atomic_write_text(parts_root / "plan.json", json.dumps(plan))
     for src, dst in plan["moves"]:
         if os.path.exists(src):
             Path(dst).parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from pipeline.config import Config
 from pipeline.errors import StageFailed, UserError
 from pipeline.executor import build_executor
 from pipeline.io.readers import InputPlan, make_reader, plan_input
-from pipeline.io.writer import ShardWriter, TaskStart, atomic_write_text, finalize
+from pipeline.io.writer import ShardWriter, TaskStart, atomic_write_text, finalize, plan_finalize
 from pipeline.logs import quiet_datatrove
 
 LOGS = "_logs"
@@ -376,7 +376,7 @@ def _run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], f
     if not state:
         run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         state = {"stage": stage, "config_hash": h, "identity": identity, "run_id": run_id,
-                 "plan": plan.__dict__ if plan else None, "inputs": fingerprints(plan.files) if plan else {}}
+                 "plan": plan.__dict__ if plan else None, "inputs": fingerprints(plan.files, plan) if plan else {}}
     logs.mkdir(parents=True, exist_ok=True)
     (output / "config.yaml").write_text(f"# resolved config of {stage}, hash {h}\n" + cfg.to_yaml(), encoding="utf-8")
     atomic_write_text(state_path, json.dumps(state))
@@ -435,44 +435,55 @@ def _run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], f
     return stats
 
 
-def fingerprints(files: list[str], block: int = 1 << 16) -> dict[str, list]:
-    """Per input file: size, mtime and a hash of its first and last 64 KiB (cheap on any file size),
-    kept in the run state so that a resumed run knows whether its input changed under it."""
+def fingerprints(files: list[str], plan=None) -> dict[str, list]:
+    """Per input file: size, mtime and a BLAKE2b hash of its whole content (a copy that keeps size and
+    mtime, as ``rsync -a`` or ``cp -p`` do, cannot fool it; hashed in threads, ~1 GB/s per core), kept in
+    the run state so that a rerun knows whether its input changed under it. A Hub dataset is named by the
+    revision the run pinned."""
     import hashlib
     import os
+    from concurrent.futures import ThreadPoolExecutor
 
-    out = {}
-    for f in files:
+    def one(f: str):
         try:
             st = os.stat(f)
+            h = hashlib.blake2b(digest_size=16)
             with open(f, "rb") as fh:
-                head = fh.read(block)
-                fh.seek(max(0, st.st_size - block))
-                tail = fh.read(block)
+                while block := fh.read(1 << 20):
+                    h.update(block)
         except OSError:
-            continue
-        out[f] = [st.st_size, st.st_mtime_ns, hashlib.sha1(head + tail).hexdigest()[:16]]
+            return None
+        return [st.st_size, st.st_mtime_ns, h.hexdigest()]
+
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(files)))) as pool:
+        out = {f: fp for f, fp in zip(files, pool.map(one, files)) if fp is not None}
+    if plan is not None and getattr(plan, "revision", None):
+        out[f"hf://datasets/{plan.source}"] = ["revision", plan.revision]
     return out
 
 
 def _check_inputs(saved: dict[str, list], output: Path, plan=None, finished: bool = False) -> None:
     """The input is what the run in ``output`` read: the same files (none added, none gone), each with the
-    same size, content hash and mtime. Else a one-line refusal naming the file and what changed."""
-    now = fingerprints(list(saved))
+    same size and content (a touched file with the same bytes is the same input), and the same Hub
+    revision. Else a one-line refusal naming the file and what changed."""
+    hub = {k: v for k, v in saved.items() if k.startswith("hf://")}
+    files = {k: v for k, v in saved.items() if k not in hub}
+    now = fingerprints(list(files))
     problem = None
-    for f, (size, mtime, digest) in saved.items():
+    for f, (size, _mtime, digest) in files.items():
         if f not in now:
             problem = f"input {f} is gone"
         elif now[f][0] != size:
             problem = f"input {f} changed size ({size:,} -> {now[f][0]:,} bytes)"
         elif now[f][2] != digest:
             problem = f"input {f} changed content"
-        elif now[f][1] != mtime:
-            problem = f"input {f} was modified"
         if problem:
             break
+    for name, (_, rev) in hub.items():
+        if problem is None and plan is not None and getattr(plan, "revision", None) and plan.revision != rev:
+            problem = f"{name} moved from revision {rev[:12]} to {plan.revision[:12]}"
     if problem is None and plan is not None and plan.files:
-        added = sorted(set(plan.files) - set(saved))
+        added = sorted(set(plan.files) - set(files))
         if added:
             problem = f"the input has {len(added)} file(s) it did not have, e.g. {added[0]}"
     if problem is None:
@@ -496,9 +507,10 @@ def books(stats: dict) -> dict:
          "removed": removed_rows if removed_rows or not dropped else dropped,
          "skipped": sum(stats.get("skipped_bad_records", {}).values())}
     accounted = [c["records_accounted"] for c in stats.get("steps", {}).values() if "records_accounted" in c]
-    if accounted:
+    if accounted:  # every record accounted for left at least one row (kept, removed or counted as dropped)
         b["records_accounted"] = sum(accounted)
-        b["balanced"] = b["records_in"] == b["records_accounted"]
+        b["balanced"] = (b["records_in"] == b["records_accounted"]
+                         and b["kept"] + removed_rows + dropped >= b["records_accounted"])
     else:
         b["balanced"] = b["records_in"] == b["kept"] + b["removed"]
     return b
@@ -508,8 +520,10 @@ def complete_stage(output: str, stage: str, config_hash: str, run_id: str, wall_
                    resumed: bool = False) -> dict:
     """Finalise shards and write stats.json; safe to call again after an interruption."""
     out = Path(output)
-    rows = finalize(output)
-    if not rows:  # finalised on an earlier call: recount from the shards
+    plan = plan_finalize(output)  # rows per tag from the parts' manifests, nothing renamed yet
+    if plan is not None:
+        rows = plan["rows"]
+    else:  # finalised on an earlier call: recount from the shards
         import pyarrow.parquet as pq
 
         rows = {tag: sum(pq.read_metadata(f).num_rows for f in sorted((out / tag).glob("*.parquet")))
@@ -531,7 +545,9 @@ def complete_stage(output: str, stage: str, config_hash: str, run_id: str, wall_
         raise StageFailed(f"{stage}: the books do not balance in {out}: {b['records_in']:,} records read, {b['kept']:,} kept, "
                           f"{b['removed']:,} removed" + (f", {b['records_accounted']:,} of them left a row"
                                                           if "records_accounted" in b else "")
-                          + "; nothing is marked complete (this is a bug: please report it with the run folder)")
+                          + "; no shard was made final and nothing is marked complete (this is a bug: please report "
+                          "it with the run folder)")
+    finalize(output)  # the books balance on the parts: now make them final
     gate = gate_summary(stats["steps"])
     if gate:
         if wall_time and not resumed:  # the gate's cost: its CPU time over the stage's wall time (summed over tasks)
