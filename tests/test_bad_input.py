@@ -127,3 +127,21 @@ def test_truncated_gzip_is_named(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     assert_user_error(run_seeds(path, tmp_path / "o"), "cut.jsonl.gz:line", "corrupt or truncated")
     assert_no_partial_output(tmp_path / "o")
+
+
+def test_a_failed_run_is_shown_failed_and_resumes_once_its_input_is_fixed(tmp_path):
+    """Before: `status` called a failed run "rerun to resume" (the rerun failed the same way), and after the bad
+    line was fixed the rerun refused: "finished tasks read the old input" when no task had finished."""
+    lines = [ln.encode() for ln in good_lines(30)]
+    path = tmp_path / "pages.jsonl"
+    path.write_bytes(b"".join(lines[:2]) + b"{not json\n" + b"".join(lines[2:]))
+    out = tmp_path / "o"
+    assert_user_error(run_seeds(path, out), "line 3: not valid JSON")
+    st = synthweb("status", str(out))
+    assert st.returncode == 0 and "failed" in st.stdout and "not valid JSON" in st.stdout, st.stdout
+    assert "rerun the same command to resume" not in st.stdout
+    path.write_bytes(b"".join(lines))  # the bad line fixed
+    r = run_seeds(path, out)
+    assert r.returncode == 0, r.stderr
+    assert load_stats(out)["records_in"] == 30
+    assert "done" in synthweb("status", str(out)).stdout

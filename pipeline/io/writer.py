@@ -199,19 +199,97 @@ def clean_task(output_dir: str, rank: int) -> None:
 
 
 class TaskStart(PipelineStep):
-    """First step of every stage pipeline: a (re)started task starts from a clean slate."""
+    """First step of every stage pipeline: a (re)started task starts from a clean slate. On the local
+    executor a worker process also watches the process that started the run: when that one dies (even
+    by kill -9) the worker stops within a second, with its helpers, instead of writing on beside the
+    next run; it registers itself in ``_logs/workers/`` so that the next run can wait for it."""
 
     name = "🧹 task start"
     type = "🔧 - SETUP"
 
-    def __init__(self, output_dir: str):
+    def __init__(self, output_dir: str, watch_parent: bool = False):
         super().__init__()
         self.output_dir = str(output_dir)
+        self.parent = _process_key(os.getpid()) if watch_parent else None
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if self.parent and os.getpid() != self.parent[0]:
+            _watch_parent(self.parent, Path(self.output_dir) / "_logs" / "workers")
         clean_task(self.output_dir, rank)
         if data:
             yield from data
+
+
+def _process_key(pid: int) -> tuple[int, float] | None:
+    """A process named so that a reused pid is not mistaken for it: (pid, start time)."""
+    import psutil
+
+    try:
+        return pid, psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+_WATCHING: set[tuple] = set()
+
+
+def _watch_parent(parent: tuple[int, float], registry: Path) -> None:
+    """Once per worker process: register it, and start a thread that ends it (and its children) when
+    the run's main process is gone."""
+    import threading
+    import time
+
+    if parent in _WATCHING:
+        return
+    _WATCHING.add(parent)
+    me = _process_key(os.getpid())
+    try:
+        registry.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(registry / str(os.getpid()), json.dumps(me))
+    except OSError:
+        pass
+
+    def loop() -> None:
+        import psutil
+
+        while True:
+            time.sleep(0.5)
+            if _process_key(parent[0]) != parent:
+                for child in psutil.Process().children(recursive=True):
+                    try:
+                        child.kill()
+                    except psutil.Error:
+                        pass
+                os._exit(137)
+
+    threading.Thread(target=loop, name="synthweb-parent-watch", daemon=True).start()
+
+
+def wait_for_old_workers(registry: Path, timeout_s: float = 5.0) -> None:
+    """Before a run starts its tasks: every worker an earlier run of this folder registered has exited
+    (a worker whose parent was killed stops within a second). Raises OSError naming the pids still
+    alive after ``timeout_s``."""
+    import time
+
+    if not registry.exists():
+        return
+    deadline = time.time() + timeout_s
+    while True:
+        alive = []
+        for f in registry.iterdir():
+            try:
+                key = tuple(json.loads(f.read_text()) or ())
+            except (OSError, ValueError):
+                key = ()
+            if key and _process_key(int(key[0])) == key:
+                alive.append(int(key[0]))
+            else:
+                f.unlink(missing_ok=True)
+        if not alive:
+            return
+        if time.time() > deadline:
+            raise ChildProcessError(sorted(alive))
+        time.sleep(0.2)
 
 
 def plan_finalize(output_dir: str, split: str = "train") -> dict | None:

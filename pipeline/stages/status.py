@@ -79,11 +79,19 @@ def stage_status(folder: Path) -> dict:
         order = ("failed", "running", "pending")
         overall = next((o for o in order if any(p["state"] == o for p in passes)), "done")
         return {"folder": str(folder), "stage": state.get("stage"), "state": overall, "passes": passes}
-    if state:  # a local run: running while its lock is held, else stopped (a rerun resumes)
+    if state:  # a local run: running while its lock is held, failed (a task raised), else stopped (a rerun resumes)
         done = _done(logs)
-        return {"folder": str(folder), "stage": state.get("stage"), "state": "running" if _locked(folder) else "stopped",
-                "detail": f"{len(done)} tasks complete; rerun the same command to resume" if not _locked(folder)
-                else f"{len(done)} tasks complete"}
+        if _locked(folder):
+            return {"folder": str(folder), "stage": state.get("stage"), "state": "running",
+                    "detail": f"{len(done)} tasks complete"}
+        if state.get("failed"):
+            f = state["failed"]
+            return {"folder": str(folder), "stage": state.get("stage"), "state": "failed",
+                    "detail": f"{len(done)} tasks complete; failed at {f.get('at')}: {f.get('error')}; fix the cause "
+                              "(see the log) and rerun the same command: finished tasks are kept",
+                    "log": f.get("log")}
+        return {"folder": str(folder), "stage": state.get("stage"), "state": "stopped",
+                "detail": f"{len(done)} tasks complete; rerun the same command to resume"}
     return {"folder": str(folder), "stage": None, "state": "not started"}
 
 
