@@ -115,6 +115,6 @@ def wait_for_slurm(executor, logging_dir, tasks: int, poll: float = 3) -> None:
         if completions.is_dir() and len(list(completions.glob("*"))) >= tasks:
             return
         q = subprocess.run(["squeue", "-h", "-j", str(job), "-o", "%i"], capture_output=True, text=True, timeout=60)
-        if q.returncode == 0 and not q.stdout.strip():
-            return  # finished: the caller counts what completed
+        if (q.returncode == 0 and not q.stdout.strip()) or "Invalid job id" in q.stderr:
+            return  # finished: the caller counts what completed (a failed squeue is asked again)
         time.sleep(poll)

@@ -110,8 +110,17 @@ class Runner:
         from pipeline.stages.status import stage_status
 
         self.log(f"run: {name}: waiting for its Slurm jobs (synthweb status {output})")
+        unknown_since = None
         while True:
             s = stage_status(output)
+            if s["state"] == "unknown":  # squeue failed on every retry: the controller is away, the jobs may be fine
+                unknown_since = unknown_since or time.time()
+                if time.time() - unknown_since > 1800:
+                    raise StageFailed(f"Slurm's queue could not be read for 30 min ({s.get('detail')}); the jobs may "
+                                      f"still run: synthweb status {output}, then rerun to resume")
+                time.sleep(poll)
+                continue
+            unknown_since = None
             if s["state"] == "done" and (output / "stats.json").exists():
                 return
             if s["state"] == "failed":
@@ -131,12 +140,16 @@ class Runner:
         s = self.cfg.executor.slurm
         logs = self.out / "_logs"
         logs.mkdir(parents=True, exist_ok=True)
-        from pipeline.stages.status import queue_states
+        from pipeline.stages.status import QueueUnavailable, queue_states
 
-        queued = sorted(queue_states([str(g["job"]) for g in self.manifest.get("graph", [])]))
+        try:
+            queued = sorted(queue_states([str(g["job"]) for g in self.manifest.get("graph", [])]))
+        except QueueUnavailable as e:
+            raise UserError(f"run: cannot read Slurm's queue ({e}); try again when `squeue` answers") from None
         if queued:
             raise UserError(f"{self.out}: jobs of an earlier `synthweb run` are still queued ({', '.join(queued)}); wait "
                             f"for them (synthweb status {self.out}) or scancel them first")
+        self._refuse_orphaned_stage_jobs(queue_states)
         argv = [sys.executable, "-m", "pipeline.cli", "run", "--output", str(self.out), "--no-progress"]
         argv += ["--config", self.config] if self.config else []
         argv += [a for o in self.overrides if not o.startswith("run.output=") for a in ("--set", o)]
@@ -171,11 +184,37 @@ class Runner:
         m.update(config=self.config, overrides=self.overrides, stages_planned=self.stages, graph=graph, complete=False)
         m.setdefault("stages", {})
         atomic_write_text(self.manifest_path, json.dumps(m, indent=2))
-        subprocess.run(["scontrol", "release", graph[0]["job"]], capture_output=True)
+        r = subprocess.run(["scontrol", "release", graph[0]["job"]], capture_output=True, text=True)
+        if r.returncode != 0:  # held forever otherwise: cancel what was submitted and say why
+            subprocess.run(["scancel", *[g["job"] for g in graph]], capture_output=True)
+            raise UserError(f"run: scontrol release {graph[0]['job']} failed ({(r.stderr or r.stdout).strip()[-200:]}); "
+                            "the stage jobs were cancelled: rerun `synthweb run`")
         self.log(f"run: submitted {len(graph)} stage jobs on partition {s.partition}, each after the one before: "
                  + " -> ".join(f"{g['stage']} {g['job']}" for g in graph))
         self.log(f"run: each submits its stage's jobs and waits for them; follow the run with: synthweb status {self.out}")
         return m
+
+    def _refuse_orphaned_stage_jobs(self, queue_states) -> None:
+        """A stage's driver job that died (scancel'd, timed out, its node lost) leaves its stage's jobs
+        running with nobody waiting for them; a new graph would start the same stage again beside them.
+        Refuse, naming the stage, its dead driver and the jobs still queued."""
+        from pipeline.stages.status import QueueUnavailable
+
+        drivers = {g["stage"]: g["job"] for g in self.manifest.get("graph", [])}
+        for jobs_file in sorted(self.out.glob("**/_logs/jobs.json")):
+            ids = sorted({str(j["job_id"]) for j in json.loads(jobs_file.read_text()) if j.get("job_id") not in (None, -1)})
+            try:
+                queued = sorted({k.split("_")[0] for k in queue_states(ids)})
+            except QueueUnavailable as e:
+                raise UserError(f"run: cannot read Slurm's queue ({e}); try again when `squeue` answers") from None
+            if queued:
+                folder = jobs_file.parent.parent
+                stage = json.loads((jobs_file.parent / "state.json").read_text()).get("stage", "?") \
+                    if (jobs_file.parent / "state.json").exists() else "?"
+                driver = drivers.get(stage)
+                raise UserError(f"run: the driver of stage {stage}" + (f" (job {driver})" if driver else "")
+                                + f" is gone but its jobs still run ({', '.join(queued)}) in {folder}: wait for them "
+                                f"(synthweb status {self.out}) or cancel them (scancel {' '.join(queued)}), then rerun")
 
     def run_on_ray(self) -> dict:
         """Ray: this Runner as one task on the cluster (one CPU); its stages submit their own tasks from

@@ -46,9 +46,14 @@ fi
 chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
 chmod 0700 /etc/munge; chmod 0400 /etc/munge/munge.key
 pgrep -x munged >/dev/null || runuser -u munge -- munged
-pkill -x slurmctld 2>/dev/null || true; pkill -x slurmd 2>/dev/null || true; sleep 0.5
+# a half-started cluster of ours (from our pid files only: never a daemon we did not start)
+for pidfile in /run/slurmctld.pid /run/slurmd.pid; do
+  [ -s "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+done
+sleep 0.5
 slurmctld -c     # -c: a clean start, no saved jobs
 slurmd -N localhost
+touch /run/synthweb-slurm-up   # slurm-down stops only a cluster this script started
 for _ in $(seq 1 60); do
   if sinfo -h -o %T 2>/dev/null | grep -qE "^(idle|mixed|alloc)"; then
     echo "slurm-up: single-node cluster on 127.0.0.1, partition cpu, $CPUS CPUs"; exit 0

@@ -25,8 +25,31 @@ def _unavailable(reason: str):
     pytest.skip(f"Slurm tests: {reason}")
 
 
+def our_jobs(folder: Path) -> list[str]:
+    """The Slurm job ids synthweb recorded under a folder (every stage's _logs/jobs.json, run.json's graph):
+    what a test may cancel. Never `scancel --user`: on a real cluster that cancels every job of the user."""
+    ids = {str(j["job_id"]) for f in folder.rglob("jobs.json") for j in json.loads(f.read_text())
+           if j.get("job_id") not in (None, -1)}
+    ids |= {str(g["job"]) for f in folder.rglob("run.json") for g in json.loads(f.read_text()).get("graph", [])}
+    return sorted(ids)
+
+
+def cancel(folder: Path, wait: bool = True) -> None:
+    """scancel the jobs recorded under folder; with wait, until none of them is in the queue."""
+    ids = our_jobs(folder)
+    if not ids:
+        return
+    subprocess.run(["scancel", *ids], capture_output=True)
+    deadline = time.time() + 120
+    while wait and time.time() < deadline:
+        q = subprocess.run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i"], capture_output=True, text=True)
+        if q.returncode == 0 and not q.stdout.strip() or "Invalid job id" in q.stderr:
+            return
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
     if os.geteuid() != 0:
         _unavailable("scripts/slurm-up.sh needs root to start munge, slurmctld and slurmd")
     r = subprocess.run([str(REPO / "scripts" / "slurm-up.sh")], capture_output=True, text=True, timeout=900)
@@ -35,7 +58,7 @@ def cluster():
     yield ["--set", "executor.kind=slurm", "--set", "executor.slurm.partition=cpu", "--set", "executor.slurm.time=00:20:00",
            "--set", f"executor.slurm.env_command=source {REPO / '.venv' / 'bin' / 'activate'}",
            "--set", "executor.slurm.mem_per_cpu_gb=1", "--no-progress"]
-    subprocess.run(["scancel", "--user=root"], capture_output=True)
+    cancel(tmp_path_factory.getbasetemp(), wait=False)  # whatever a failed test left queued, and nothing else
 
 
 def wait_complete(out: Path, timeout: float = 600, want: str = "complete") -> dict:
@@ -93,9 +116,7 @@ def test_an_llm_stage_on_slurm_resumes_from_its_request_cache_after_scancel(clus
     deadline = time.time() + 600
     while time.time() < deadline and len(cached(db)) < 8:
         time.sleep(0.5)
-    subprocess.run(["scancel", "--user=root"], check=True)
-    while subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip():
-        time.sleep(0.5)
+    cancel(remote)
     before = cached(db)
     assert 8 <= len(before) < N, f"{len(before)} of {N} requests cached at scancel; the test needs a slower stage"
     assert not (remote / "stats.json").exists()
@@ -158,8 +179,7 @@ def test_scancel_then_rerun_completes_without_redoing_tasks(cluster, pages, tmp_
     while time.time() < deadline and len(list(done.glob("*"))) < 1:
         time.sleep(0.5)
     assert len(list(done.glob("*"))) >= 1, "no task completed"
-    subprocess.run(["scancel", "--user=root"], check=True)
-    time.sleep(2)
+    cancel(out)
     first = {p.name for p in done.glob("*")}
     assert len(first) < 4, "every task finished before scancel; the test needs a slower stage"
     r = synthweb("seeds", *args)
@@ -280,3 +300,71 @@ def test_a_failed_stage_job_cancels_the_rest_of_the_graph(cluster, pages, tmp_pa
     status = synthweb("status", str(out)).stdout
     assert "run job seeds: failed" in status and "run job generate: cancelled" in status, status
     assert "run job dedup: cancelled" in status, status
+
+
+def _controller(up: bool) -> None:
+    """Stop slurmctld (by its pid file) or start it again keeping its state (its jobs run on in slurmd)."""
+    if not up:
+        pid = int(Path("/run/slurmctld.pid").read_text())
+        os.kill(pid, 15)
+        deadline = time.time() + 30
+        while time.time() < deadline and subprocess.run(["squeue", "-h"], capture_output=True).returncode == 0:
+            time.sleep(0.2)
+        return
+    subprocess.run(["slurmctld"], check=True)  # no -c: it recovers the jobs it had
+    deadline = time.time() + 60
+    while time.time() < deadline and "UP" not in subprocess.run(["scontrol", "ping"], capture_output=True, text=True).stdout:
+        time.sleep(0.5)
+
+
+def test_a_controller_outage_mid_stage_is_not_a_failure(cluster, pages, tmp_path):
+    """Before: one failed squeue read every unfinished job as failed. slurmctld is stopped for real while a
+    stage's jobs run: status says the state is unknown (not failed); with the controller back the stage
+    completes, its books balanced."""
+    out = tmp_path / "slurm"
+    r = synthweb("seeds", "--input", str(pages), "--output", str(out), "--set", "executor.tasks=3", *cluster)
+    assert r.returncode == 0, r.stderr[-2000:]
+    _controller(up=False)
+    try:
+        st = synthweb("status", str(out))
+        assert st.returncode == 0 and "seeds: unknown" in st.stdout and "seeds: failed" not in st.stdout, st.stdout
+    finally:
+        _controller(up=True)
+    stats = wait_complete(out)
+    assert stats["records_in"] == 120 and stats["books"]["balanced"]
+    assert ": done" in synthweb("status", str(out)).stdout
+
+
+def test_a_dead_driver_is_named_on_rerun_and_its_jobs_are_not_run_twice(cluster, pages, tmp_path):
+    """The driver job of `synthweb run` (stage seeds) is cancelled after it submitted the stage's jobs (held
+    here so that they are still queued): the rerun refuses, naming the stage, its dead driver and the jobs
+    still queued, instead of starting the same tasks beside them; once they ran, the rerun reuses them."""
+    out = tmp_path / "run"
+    args = ["run", "--output", str(out), "--until", "seeds", "--set", f"input.source={pages}", *SMALL_RUN, *cluster]
+    r = synthweb(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    driver = json.loads((out / "run.json").read_text())["graph"][0]["job"]
+    jobs_file = out / "seeds" / "_logs" / "jobs.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and not jobs_file.exists():
+        time.sleep(0.5)
+    assert jobs_file.exists(), "the driver did not submit the stage's jobs"
+    stage_jobs = our_jobs(out / "seeds")
+    subprocess.run(["scontrol", "hold", *stage_jobs], capture_output=True)  # the finalize job at least is still pending
+    subprocess.run(["scancel", driver], check=True)
+    while subprocess.run(["squeue", "-h", "-j", driver], capture_output=True, text=True).stdout.strip():
+        time.sleep(0.5)
+    r = synthweb(*args)
+    assert r.returncode == 2 and f"driver of stage seeds (job {driver}) is gone but its jobs still run" in r.stderr, r.stderr
+    assert "scancel" in r.stderr
+    subprocess.run(["scontrol", "release", *stage_jobs], capture_output=True)
+    stats = wait_complete(out / "seeds")
+    assert stats["records_in"] == 120
+    r = synthweb(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    graph = json.loads((out / "run.json").read_text())["graph"]
+    deadline = time.time() + 300
+    while time.time() < deadline and subprocess.run(["squeue", "-h", "-j", graph[0]["job"]], capture_output=True,
+                                                    text=True).stdout.strip():
+        time.sleep(1)
+    assert json.loads((out / "run.json").read_text())["stages"]["seeds"]["status"] == "reused"

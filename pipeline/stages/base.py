@@ -475,6 +475,8 @@ def _run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], f
             state_path.unlink(missing_ok=True)
             (output / "config.yaml").unlink(missing_ok=True)
         raise
+    if cfg.executor.kind == "slurm" and resumed:
+        _refuse_if_still_queued(logs, output)
     executor = build_executor(cfg.executor, pipeline, str(logs), depends=ctx.depends)
     if resumed:
         done = len(list((logs / "completions").glob("*"))) if (logs / "completions").exists() else 0
@@ -661,6 +663,23 @@ def complete_stage(output: str, stage: str, config_hash: str, run_id: str, wall_
         stats["docs_per_s"] = round(stats["records_in"] / wall_time, 2) if wall_time > 0 else None
     atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
     return stats
+
+
+def _refuse_if_still_queued(logs: Path, output: Path) -> None:
+    """A rerun on Slurm while jobs of an earlier submission of this folder are still queued or running
+    (its driver died, or it was run twice) would run the same tasks twice: refuse, naming the jobs."""
+    from pipeline.stages.status import QueueUnavailable, queue_states
+
+    path = logs / "jobs.json"
+    ids = sorted({str(j["job_id"]) for j in (json.loads(path.read_text()) if path.exists() else [])
+                  if j.get("job_id") not in (None, -1)})
+    try:
+        queued = sorted({k.split("_")[0] for k in queue_states(ids)})
+    except QueueUnavailable as e:
+        raise UserError(f"{output}: cannot tell whether its earlier jobs still run ({e}); try again when squeue answers") from None
+    if queued:
+        raise UserError(f"{output}: jobs of an earlier submission are still in Slurm's queue ({', '.join(queued)}): "
+                        f"wait for them (synthweb status {output}) or cancel them (scancel {' '.join(queued)}), then rerun")
 
 
 def _save_jobs(logs: Path, jobs: list[dict]) -> None:

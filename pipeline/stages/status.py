@@ -17,16 +17,53 @@ from pipeline.errors import UserError
 from pipeline.stages import Stage
 
 
-def queue_states(job_ids: list[str]) -> dict[str, str]:
-    """{job id or job_task: state} of the jobs still in Slurm's queue ({} without Slurm)."""
-    if not job_ids:
+class QueueUnavailable(RuntimeError):
+    """squeue failed on every try: the jobs' states are unknown (not "gone")."""
+
+
+def queue_states(job_ids: list[str], tries: int = 5, wait_s: float = 2.0) -> dict[str, str]:
+    """{job id or job_task: state} of the jobs still in Slurm's queue ({} without Slurm). A failed squeue
+    (slurmctld restarting, a busy controller) is retried; when every try fails this raises
+    QueueUnavailable, never {}: an empty answer would read every unfinished job as failed. A job gone
+    from the queue gets its final state from sacct where accounting exists (``final_states``)."""
+    import shutil
+    import time
+
+    if not job_ids or not shutil.which("squeue"):
+        return {}
+    why = ""
+    for i in range(tries):
+        try:
+            r = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i %T"], capture_output=True,
+                               text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            why = str(e)
+        else:
+            if r.returncode == 0:
+                return dict(line.split(None, 1) for line in r.stdout.splitlines() if line.strip())
+            why = (r.stderr or r.stdout).strip().splitlines()[-1] if (r.stderr or r.stdout).strip() else f"exit {r.returncode}"
+            if "Invalid job id" in why:  # every id has left the queue (squeue's answer for long-gone jobs)
+                return {}
+        if i < tries - 1:
+            time.sleep(wait_s * (i + 1))
+    raise QueueUnavailable(f"squeue failed {tries} times ({why})")
+
+
+def final_states(job_ids: list[str]) -> dict[str, str]:
+    """{job id: final state} from sacct (COMPLETED, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY...);
+    {} where the cluster keeps no accounting."""
+    import shutil
+
+    if not job_ids or not shutil.which("sacct"):
         return {}
     try:
-        r = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i %T"], capture_output=True, text=True,
-                           timeout=60)
+        r = subprocess.run(["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "-o", "JobID,State"], capture_output=True,
+                           text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return {}
-    return dict(line.split(None, 1) for line in r.stdout.splitlines() if line.strip())
+    if r.returncode != 0:
+        return {}
+    return {a: b.split()[0] for a, b in (line.split("|", 1) for line in r.stdout.splitlines() if "|" in line) if b}
 
 
 def _done(logging_dir: Path) -> set[int]:
@@ -58,7 +95,12 @@ def stage_status(folder: Path) -> dict:
         for j in json.loads(jobs_file.read_text()):  # the last submission of each pass counts
             latest[j["name"]] = j
         ids = [str(j["job_id"]) for j in latest.values() if j.get("job_id") not in (None, -1)]
-        queue = queue_states(ids)
+        try:
+            queue = queue_states(ids)
+        except QueueUnavailable as e:
+            return {"folder": str(folder), "stage": state.get("stage"), "state": "unknown",
+                    "detail": f"{e}; Slurm's controller may be restarting: ask again in a minute"}
+        final = final_states([i for i in ids if not any(k == i or k.startswith(f"{i}_") for k in queue)])
         passes = []
         for name, j in latest.items():
             d, jid = Path(j["logging_dir"]), str(j.get("job_id"))
@@ -73,6 +115,8 @@ def stage_status(folder: Path) -> dict:
             else:
                 s = "failed"
             p = {"name": name, "job": jid, "state": s, "tasks_done": len(done), "tasks": j["tasks"]}
+            if s == "failed" and final.get(jid):
+                p["slurm_state"] = final[jid]
             if s == "failed":
                 p["log"] = _failed_log(d, jid, [r for r in range(j["tasks"]) if r not in done])
             passes.append(p)
@@ -135,7 +179,11 @@ def _graph(run: Path) -> list[dict]:
     (scancel, or a failed stage before it)."""
     m = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
     graph = m.get("graph", [])
-    queue = queue_states([str(g["job"]) for g in graph])
+    try:
+        queue = queue_states([str(g["job"]) for g in graph])
+    except QueueUnavailable as e:
+        return [{"folder": str(run), "stage": f"run job {g['stage']}", "state": "unknown", "detail": f"job {g['job']}; {e}"}
+                for g in graph]
     out = []
     for g in graph:
         entry = m.get("stages", {}).get(g["stage"], {})
@@ -160,6 +208,7 @@ def lines(cfg, r: dict) -> list[str]:
         out.append(f"{s['folder']}: {s.get('stage') or '?'}: {s['state']}" + (f" ({s['detail']})" if s.get("detail") else ""))
         for p in s.get("passes", []):
             out.append(f"  {p['name']:<16} job {p['job']:<8} {p['state']:<8} {p['tasks_done']}/{p['tasks']} tasks"
+                       + (f" (Slurm: {p['slurm_state']})" if p.get("slurm_state") else "")
                        + (f"; log: {p['log']}" if p.get("log") else ""))
     return out
 
