@@ -183,7 +183,7 @@ class Hub:
                 self._reply(200, {"transfer": "basic", "objects": objects, "hash_algo": "sha256"})
 
             def _commit(self, repo_id: str, repo: dict, body: bytes):
-                staged, lfs_paths, summary = {}, set(), None
+                staged, lfs_paths, summary, deleted = {}, set(), None, set()
                 for line in body.decode().splitlines():
                     item = json.loads(line)
                     v = item["value"]
@@ -196,8 +196,15 @@ class Hub:
                             return self._reply(422, {"error": f"{v['path']}: LFS object {v['oid'][:12]} was never uploaded"})
                         staged[v["path"]] = hub.objects[v["oid"]]
                         lfs_paths.add(v["path"])
+                    elif item["key"] == "deletedFile":
+                        if v["path"] not in repo["files"]:
+                            return self._reply(404, {"error": f"{v['path']}: no such file to delete"})
+                        deleted.add(v["path"])
                     else:
                         return self._reply(400, {"error": f"unsupported commit item {item['key']}"})
+                for path in deleted:
+                    del repo["files"][path]
+                repo["lfs_paths"] -= deleted
                 repo["files"].update(staged)
                 repo["lfs_paths"] = (repo["lfs_paths"] - set(staged)) | lfs_paths
                 repo["commits"].append(summary)

@@ -223,3 +223,30 @@ def test_push_with_a_refused_token(runs, tmp_path):
                      "--set", f"run.output={tmp_path / 'work'}", env=env)
     assert r.returncode == 2 and "refused the token" in r.stderr and "hf auth login" in r.stderr
     assert "hf_a_wrong_one" not in r.stdout + r.stderr
+
+
+def test_republishing_with_another_shard_count_leaves_no_old_shard(runs, tmp_path):
+    """Before: a second publish with another shard count left the first one's train-*-of-* files in the repo,
+    and the card's glob then loaded old and new rows together. Now the last commit deletes them; a file the
+    user added beside the data stays."""
+    from datasets import load_dataset
+    from huggingface_hub import HfApi
+
+    from tests.hub_server import Hub
+
+    with Hub(TOKEN) as hub:
+        r = _push(runs, tmp_path, hub, "--set", "publish.max_rows_per_shard=20")
+        assert r.returncode == 0, r.stderr[-3000:]
+        first = {p for p in hub.repos["someone/pushed"]["files"] if p.endswith(".parquet")}
+        HfApi(endpoint=hub.url, token=TOKEN).upload_file(path_or_fileobj=b"mine", path_in_repo="LICENSE.txt",
+                                                         repo_id="someone/pushed", repo_type="dataset")
+        r = _push(runs, tmp_path / "again", hub, "--set", "publish.max_rows_per_shard=1000")
+        assert r.returncode == 0, r.stderr[-3000:]
+        files = hub.repos["someone/pushed"]["files"]
+        now = {p for p in files if p.endswith(".parquet")}
+        assert len(first) > len(now) >= 1 and not (first - now) & set(files)
+        assert files.pop("LICENSE.txt") == b"mine"
+        assert "deleted in the last commit" in r.stdout
+        _same_bytes(hub, "someone/pushed", tmp_path / "again" / "work" / "_publish")
+        clone = hub.checkout("someone/pushed", tmp_path / "clone")
+    assert load_dataset(str(clone), "filtered-web", split="train").num_rows == len(read_rows(runs["seeds"] / "data"))

@@ -356,22 +356,55 @@ def transfer_mode() -> str:
     return "xet" if is_xet_available() else "lfs"
 
 
-def _upload(api, folder: Path, repo_id: str, files_per_commit: int, log) -> str:
-    """Upload in commits of ``files_per_commit`` files, data first and the card last. Resumable: the
-    client asks the Hub for the oid of each file (preupload) and leaves out those it already has, and the
-    LFS batch endpoint leaves out objects already stored, so a rerun sends only what is missing."""
-    from huggingface_hub import CommitOperationAdd
+def _stale(api, folder: Path, repo_id: str, files: list[Path]) -> list[str]:
+    """Files of an earlier publish that this layout no longer has (another shard count, a subset
+    dropped): any Parquet file, and anything under a folder this layout writes (``data/``...). Files a
+    user added beside them (a LICENSE, a notebook) are left alone."""
+    from huggingface_hub.errors import RepositoryNotFoundError
 
-    files = sorted((f for f in folder.rglob("*") if f.is_file() and f.name != "publish.json"),
+    try:
+        existing = {s.rfilename for s in (api.repo_info(repo_id, repo_type="dataset", revision="main").siblings or [])}
+    except RepositoryNotFoundError:
+        return []
+    new = {f.relative_to(folder).as_posix() for f in files}
+    ours = {p.split("/", 1)[0] for p in new if "/" in p}
+    return sorted(p for p in existing - new if p.endswith(".parquet") or ("/" in p and p.split("/", 1)[0] in ours))
+
+
+def _upload(api, folder: Path, repo_id: str, files_per_commit: int, log) -> str:
+    """Upload in commits of ``files_per_commit`` files, data first and the card last; the card's commit
+    also deletes the files of an earlier layout (``_stale``), so that the card's globs never load old
+    and new shards together once the push is done. Resumable: the client asks the Hub for the oid of
+    each file (preupload) and leaves out those it already has, and the LFS batch endpoint leaves out
+    objects already stored, so a rerun sends only what is missing. With Xet, huggingface_hub's
+    ``upload_large_folder`` (multi-commit, resumable from its local state) sends the files and one
+    last commit deletes the stale ones."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    files = sorted((f for f in folder.rglob("*") if f.is_file() and f.name != "publish.json"
+                    and ".cache" not in f.relative_to(folder).parts),
                    key=lambda f: (f.name == "README.md", str(f)))
-    if transfer_mode() == "xet":  # huggingface_hub's own pipeline: multi-commit, resumable by rerunning
-        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
-                                 commit_message=f"synthweb {__version__}: publish", ignore_patterns=["publish.json"])
+    stale = _stale(api, folder, repo_id, files)
+    if stale:
+        log(f"publish: {len(stale)} file(s) of an earlier layout in {repo_id} are deleted in the last commit "
+            f"(e.g. {stale[0]})")
+    deletes = [CommitOperationDelete(path_in_repo=p) for p in stale]
+    if transfer_mode() == "xet":
+        api.upload_large_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
+                                ignore_patterns=["publish.json"], print_report=False)
+        if deletes:
+            info = api.create_commit(repo_id=repo_id, repo_type="dataset", operations=deletes,
+                                     commit_message=f"synthweb {__version__}: publish (remove the earlier layout)")
+        else:
+            info = api.repo_info(repo_id, repo_type="dataset")
+            return f"{api.endpoint}/datasets/{repo_id}/commit/{info.sha}"
         return str(getattr(info, "commit_url", info))
     batches = [files[i : i + files_per_commit] for i in range(0, len(files), files_per_commit)]
     url = ""
     for n, batch in enumerate(batches, 1):
         ops = [CommitOperationAdd(path_in_repo=f.relative_to(folder).as_posix(), path_or_fileobj=str(f)) for f in batch]
+        if n == len(batches):
+            ops += deletes
         part = f" ({n}/{len(batches)})" if len(batches) > 1 else ""
         info = api.create_commit(repo_id=repo_id, repo_type="dataset", operations=ops,
                                  commit_message=f"synthweb {__version__}: publish{part}")
