@@ -1096,8 +1096,9 @@ def _format_errors(err: ValidationError, origin: str, lines: dict[tuple, int], o
         loc = tuple(p for p in e["loc"])
         key = ".".join(str(p) for p in loc) or "(top level)"
         where = origin
-        if loc in overridden:
-            where = f"--set {overridden[loc]}"
+        setting = overridden.get(loc) or next((v for k, v in overridden.items() if k[:len(loc)] == loc), None)
+        if setting:  # the key itself, or a section of it that the --set created (a misspelt section name)
+            where = f"--set {setting}"
         else:
             for n in range(len(loc), 0, -1):
                 if loc[:n] in lines:

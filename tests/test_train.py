@@ -49,6 +49,7 @@ def tokens(legal_subset, tmp_path_factory) -> Path:
     r = synthweb("tokenize", "--config", str(_yaml(tmp, TRAIN_YAML)), "--input", str(legal_subset), "--output", str(out))
     assert r.returncode == 0, r.stderr
     assert "tokens for training" in r.stdout
+    (out / "stdout.txt").write_text(r.stdout)
     return out
 
 
@@ -72,6 +73,10 @@ def test_tokenize_packs_documents_with_eos_index_and_split(tokens, legal_subset)
     rows = [r for f in sorted(legal_subset.glob("*.parquet")) for r in pq.read_table(f, columns=["id", "text"]).to_pylist()]
     distinct = {r["id"]: r["text"] for r in reversed(rows)}  # the first copy of each id
     assert len(rows) == 600 and len(distinct) < 600  # the sample repeats pages
+    # the books: every row read is tokenized in one split or dropped as a repeated id, and says so
+    assert m["books"]["train"]["dropped"]["repeated_id"] == 600 - len(distinct)
+    assert all(b["balanced"] and b["read"] == 600 for b in m["books"].values())
+    assert f"not tokenized: {600 - len(distinct):,} repeated id" in (tokens / "stdout.txt").read_text()
     train, val = _docs(tokens, "train", m), _docs(tokens, "val", m)
     assert len(train) + len(val) == len(distinct) == m["documents"]["train"] + m["documents"]["val"]
     assert 0 < len(val) < len(train)
@@ -102,6 +107,11 @@ def test_tokenize_where_and_rerun_is_a_noop(legal_subset, tmp_path):
     assert r.returncode == 0 and (out / "tokens.json").stat().st_mtime_ns == before
     r = synthweb("tokenize", "--config", str(cfg), "--input", str(legal_subset), "--output", str(out), "--where", "score >= 4")
     assert r.returncode == 2 and "other data or settings" in r.stderr
+    # before: a misspelt column was "0 documents passed"; now it is named, with the columns there are
+    r = synthweb("tokenize", "--config", str(cfg), "--input", str(legal_subset), "--output", str(tmp_path / "typo"),
+                 "--where", "scre >= 3")
+    assert r.returncode == 2 and "no column 'scre'" in r.stderr and "did you mean 'score'" in r.stderr, r.stderr
+    assert not (tmp_path / "typo" / "tokens.json").exists()
 
 
 def test_mixture_draws_by_weight_and_resumes(tokens):

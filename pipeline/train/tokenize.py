@@ -11,6 +11,7 @@ without it is incomplete and a rerun resumes (datatrove skips completed tasks).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import operator
@@ -129,6 +130,7 @@ class SplitSelect(PipelineStep):
         else:
             docs = self.reader.run(None, rank, world_size)
         for doc in docs:
+            self.stat_update("read")
             if self.drop_repeated:  # before the condition: a page's first copy decides, so it is in one split only
                 if doc.id in seen:
                     self.stat_update("dropped_repeated_id")
@@ -146,6 +148,8 @@ class SplitSelect(PipelineStep):
             if in_validation(doc.id, self.fraction) == (self.part == "val"):
                 self.stat_update(f"docs_{self.part}")
                 yield doc
+            else:
+                self.stat_update("other_split")
 
 
 def _compare(have, op: str, value) -> bool:
@@ -156,6 +160,44 @@ def _compare(have, op: str, value) -> bool:
 
 
 # ---------------------------------------------------------------- running it
+
+
+def _split_counts(logs: Path) -> dict[str, int]:
+    """SplitSelect's counters summed over the tasks of one part (datatrove's per-task stats files)."""
+    counts: dict[str, int] = {}
+    for f in sorted((logs / "stats").glob("*.json")):
+        for step in json.loads(f.read_text()):
+            if step["name"].endswith(SplitSelect.name):
+                for k, v in step.get("stats", {}).items():
+                    v = v.get("total", 0) if isinstance(v, dict) else v
+                    counts[k] = counts.get(k, 0) + int(v)
+    return counts
+
+
+def _check_where(plan, where: str, dataset: str) -> None:
+    """``where`` parses and names a column the dataset has (else every row would be "dropped by where")."""
+    try:
+        col, _, _ = parse_where(where)
+    except ValueError as e:
+        raise UserError(f"--where: {e}") from None
+    f = plan.files[0]
+    if plan.format == "parquet":
+        import pyarrow.parquet as pq
+
+        columns = pq.read_schema(f).names
+    else:
+        import gzip
+
+        with (gzip.open(f, "rt", encoding="utf-8") if f.endswith(".gz") else open(f, encoding="utf-8")) as fh:
+            first = next((line for line in fh if line.strip()), "{}")
+        try:
+            columns = list(json.loads(first))
+        except ValueError:
+            return  # the reader names the bad line
+    if col not in columns:
+        close = difflib.get_close_matches(col, columns, n=1)
+        raise UserError(f"--where {where!r}: {dataset} has no column {col!r} (columns: {', '.join(columns)})"
+                        + (f"; did you mean {close[0]!r}?" if close else ""))
 
 
 def _check_jsonl_text(plan, column: str) -> None:
@@ -200,6 +242,8 @@ def tokenize(cfg, dataset, output: str | Path, force: bool = False) -> dict:
     if plan.format not in ("parquet", "jsonl"):
         raise UserError(f"{dataset.path}: {plan.format} input; tokenize reads Parquet or JSONL shards (a stage's data/ folder)")
     _check_jsonl_text(plan, column)
+    if dataset.where:
+        _check_where(plan, dataset.where, dataset.path)
     tok_path = resolve_tokenizer(t.tokenizer, cfg.llm.model, cfg.llm.model_cache_dir)
     tok = load_tokenizer(tok_path)
     eos = eos_of(tok, t.eos_token, tok_path)
@@ -251,6 +295,21 @@ def tokenize(cfg, dataset, output: str | Path, force: bool = False) -> dict:
         files[part] = [str(p.relative_to(out)) for p in ds]
         tokens[part] = sum(p.stat().st_size for p in ds) // token_size
         docs[part] = sum((p.with_name(p.name + ".index")).stat().st_size // 8 for p in ds)
+    # the books: per part, every document read went to this part, the other one, or a counted drop; and
+    # the documents in the token files are the ones this part passed
+    books = {}
+    for part in PARTS:
+        if part == "val" and t.validation_fraction == 0:
+            continue
+        c = _split_counts(out / "_logs" / part)
+        dropped = {k.removeprefix("dropped_"): v for k, v in c.items() if k.startswith("dropped_")}
+        passed = c.get(f"docs_{part}", 0)
+        balanced = c.get("read", 0) == passed + c.get("other_split", 0) + sum(dropped.values()) and passed == docs[part]
+        books[part] = {"read": c.get("read", 0), "tokenized": docs[part], "other_split": c.get("other_split", 0),
+                       "dropped": dropped, "balanced": balanced}
+        if not balanced:
+            raise StageFailed(f"tokenize {dataset.path} ({part}): the books do not balance ({books[part]}); no manifest "
+                              f"is written (this is a bug: please report it with {out})")
     if tokens["train"] == 0:
         raise UserError(f"{dataset.path}: no training tokens (0 documents passed"
                         f"{' where ' + repr(dataset.where) if dataset.where else ''})")
@@ -258,7 +317,7 @@ def tokenize(cfg, dataset, output: str | Path, force: bool = False) -> dict:
         "source": dataset.path, "text_column": column, "where": dataset.where, "tokenizer": tok_path, "eos_token": eos,
         "eos_id": tok.token_to_id(eos), "vocab_size": tok.get_vocab_size(), "token_size": token_size,
         "dtype": "uint32" if token_size == 4 else "uint16", "validation_fraction": t.validation_fraction,
-        "files": files, "tokens": tokens, "documents": docs, "fingerprint": fp,
+        "files": files, "tokens": tokens, "documents": docs, "books": books, "fingerprint": fp,
     }
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
     return manifest
@@ -269,6 +328,15 @@ def main(cfg, force: bool = False, progress: bool = True, text_column: str | Non
 
     return tokenize(cfg, TrainDataset(path=cfg.input.source, text_column=text_column, where=where), cfg.run.output,
                     force=force)
+
+
+def _dropped_line(m: dict) -> list[str]:
+    """What was read and not tokenized, by reason (a repeated id, an empty text, --where); each part reads
+    every document and drops the same ones before the split, so the train part's count is the count."""
+    dropped = {k: v for k, v in ((m.get("books") or {}).get("train", {}).get("dropped") or {}).items() if v}
+    if not dropped:
+        return []
+    return ["tokenize: not tokenized: " + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in dropped.items())]
 
 
 def _plan(run) -> list:
@@ -286,7 +354,8 @@ STAGE = Stage(
     force_help="tokenize again into --output", needs=("input", "output"),
     required="tokenize needs --input (Parquet/JSONL shards) and --output (the token folder)",
     summary=lambda cfg, m: [f"tokenize: {m['documents']['train']:,} documents, {m['tokens']['train']:,} tokens for training, "
-                            f"{m['tokens']['val']:,} held out ({m['dtype']}, EOS {m['eos_token']!r}); wrote {cfg.run.output}"],
+                            f"{m['tokens']['val']:,} held out ({m['dtype']}, EOS {m['eos_token']!r}); wrote {cfg.run.output}",
+                            *_dropped_line(m)],
     options=(Option(("--text-column",), "the text column (default tokenize.text_column)"),
              Option(("--where",), 'keep rows matching "column OP value", e.g. "score >= 3"')),
     plan=_plan, folder="tokens", markers=("*/tokens.json",),
