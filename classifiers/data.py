@@ -31,11 +31,16 @@ class Labelled:
 
 
 def _files(source: str) -> list[Path]:
-    p = Path(source)
+    from pipeline.io.readers import kept_rows_of
+
+    p, nested = Path(source), []
+    if p.exists():  # a finished stage's folder means its kept rows (never removed/); an unfinished one is refused
+        p, nested = kept_rows_of(p, source)
     if p.is_file():
         return [p]
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(SUFFIXES) and "_logs" not in f.parts)
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(SUFFIXES) and "_logs" not in f.parts
+                       and not any(f.is_relative_to(n) for n in nested))
         if not files:
             raise UserError(f"{source}: no Parquet or JSONL files in this folder")
         return files

@@ -29,7 +29,7 @@ from classifiers.model import (
     save_spec,
 )
 from pipeline.config import ClassifierConfig
-from pipeline.errors import UserError
+from pipeline.errors import StageFailed, UserError
 
 
 def resolve_task(cfg: ClassifierConfig, labels: np.ndarray) -> str:
@@ -431,6 +431,14 @@ def train_classifier(cfg: ClassifierConfig, source: str, output: str | Path, for
         for k in ("mse", "spearman", "roc_auc"):
             if k in main:
                 metrics[k] = main[k]
+        # the books, before anything is made final: every row read is empty (skipped), a merged duplicate, or
+        # in exactly one split
+        accounted = data.empty_skipped + data.duplicates_merged + len(tr) + len(va) + len(te)
+        metrics["books"] = {"rows_read": data.rows_read, "accounted": accounted, "balanced": accounted == data.rows_read
+                            and len(set(tr) | set(va) | set(te)) == len(tr) + len(va) + len(te) == len(data.texts)}
+        if not metrics["books"]["balanced"]:
+            raise StageFailed(f"train-classifier: the books do not balance ({metrics['books']}); nothing is written "
+                              f"to {output} (this is a bug: please report it)")
         save_spec(spec, tmp)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         classes = ["0", "1"] if task == "binary" else [str(c) for c in range(6)]

@@ -49,6 +49,7 @@ def test_classifier_folder_metrics_and_card(work):
     assert METRIC_KEYS <= set(m)
     assert m["rows_read"] == rows and m["duplicates_merged"] > 0  # pages scored several times are merged
     assert m["n_train"] + m["n_validation"] + m["n_test"] == rows - m["duplicates_merged"]
+    assert m["books"] == {"rows_read": rows, "accounted": rows, "balanced": True}
     assert m["evaluated_on"] == "test" and m["threshold"] == 3
     assert np.array(m["confusion_matrix"]).sum() == m["n_test"]
     assert m["binary_f1"] > 0.7, m  # a real result on real data (the full set reaches ~0.87, see bench/RESULTS.md)
@@ -197,3 +198,18 @@ def test_filter_on_unclassified_shards_names_the_column(tmp_path):
     pq.write_table(pa.table({"id": ["a"], "text": ["some text"]}), tmp_path / "x.parquet")
     r = synthweb("filter", "--input", str(tmp_path / "x.parquet"), "--output", str(tmp_path / "out"), "--no-progress")
     assert r.returncode == 2 and "no 'int_score' column" in r.stderr and "synthweb classify" in r.stderr
+
+
+def test_training_on_an_unfinished_run_folder_is_refused(tmp_path):
+    """Before: train-classifier read every Parquet file under a folder, an unfinished run's kept and removed rows
+    alike. A stage folder is read by the rules of every stage: unfinished is refused, finished means its kept rows."""
+    from tests.conftest import CC_SAMPLE
+
+    seeds = tmp_path / "seeds"
+    r = synthweb("seeds", "--input", str(need(CC_SAMPLE)), "--output", str(seeds), "--set", "input.limit=60",
+                 "--set", "executor.tasks=1", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    (seeds / "stats.json").unlink()  # as a run killed before its completion
+    r = synthweb("train-classifier", "--input", str(seeds), "--output", str(tmp_path / "c"))
+    assert r.returncode == 2 and "unfinished seeds run" in r.stderr, r.stderr
+    assert not (tmp_path / "c").exists()

@@ -94,6 +94,17 @@ def _run_folder_data(path: Path) -> Path | None:
     return None
 
 
+def kept_rows_of(path: Path, src: str) -> tuple[Path, list[Path]]:
+    """For readers outside the datatrove path (train-classifier): ``path`` as input, by the rules every
+    stage follows: an unfinished stage output is refused, a finished one means its kept rows, and the
+    stage output folders found inside a plain folder are returned to be left out."""
+    _check_finished(path if path.is_dir() else path.parent, src)
+    run_data = _run_folder_data(path)
+    if run_data is not None:
+        return run_data, []
+    return path, _nested_runs(path) if path.is_dir() else []
+
+
 class BadRecord(Exception):
     """A record that cannot be read; carries the position for the error message."""
 
