@@ -2,6 +2,7 @@
 
 import gzip
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -145,3 +146,45 @@ def test_a_failed_run_is_shown_failed_and_resumes_once_its_input_is_fixed(tmp_pa
     assert r.returncode == 0, r.stderr
     assert load_stats(out)["records_in"] == 30
     assert "done" in synthweb("status", str(out)).stdout
+
+
+def test_an_output_the_user_cannot_write_is_one_line(tmp_path):
+    """Run as a user without write permission (as root, CI's user, the run drops to nobody with setpriv: root
+    writes anywhere, so a root-only run of this test would assert nothing), and into a read-only mount."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from tests.conftest import REPO
+
+    base = Path(tempfile.mkdtemp(prefix="synthweb-perm-"))  # outside pytest's 0700 tmp, so nobody can reach it
+    try:
+        base.chmod(0o755)
+        pages = base / "pages.jsonl"
+        pages.write_text("".join(good_lines(10)))
+        locked = base / "locked"
+        locked.mkdir(mode=0o555)
+        locked.chmod(0o555)
+        cmd = [sys.executable, "-m", "pipeline.cli", "seeds", "--input", str(pages), "--output", str(locked / "o"), *FAST]
+        env = {**os.environ, "HOME": str(base), "HF_HUB_OFFLINE": "1"}
+        if os.geteuid() == 0:
+            if not shutil.which("setpriv"):
+                pytest.fail("running as root needs setpriv (util-linux) to test as another user")
+            cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+        r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert_user_error(r, f"--output {locked / 'o'}: no permission to write there")
+        assert not (locked / "o").exists()
+        if os.geteuid() == 0:  # a read-only file system: root is refused too
+            ro = base / "ro"
+            ro.mkdir()
+            if subprocess.run(["mount", "--bind", "-o", "ro", str(locked), str(ro)], capture_output=True).returncode == 0:
+                try:
+                    r = run_seeds(pages, ro / "o")
+                    assert_user_error(r, f"--output {ro / 'o'}: cannot write there (Read-only file system)")
+                finally:
+                    subprocess.run(["umount", str(ro)], capture_output=True)
+    finally:
+        (base / "locked").chmod(0o755) if (base / "locked").exists() else None
+        shutil.rmtree(base, ignore_errors=True)
