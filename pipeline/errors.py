@@ -7,3 +7,8 @@ class UserError(Exception):
 
 class StageFailed(Exception):
     """A pipeline task failed; the message names the task log that holds the full traceback."""
+
+
+class StaleOutput(UserError):
+    """A finished output whose input changed since it was made. Alone, a stage refuses (rerun with
+    --force); ``synthweb run`` redoes it, and so everything downstream of a redone stage."""

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.errors import StageFailed, UserError
+from pipeline.errors import StageFailed, StaleOutput, UserError
 from pipeline.io.writer import atomic_write_text
 from pipeline.logs import keep_warnings_between_stages
 from pipeline.stages import Call, RunView, Stage, configure, get, run_stages
@@ -93,7 +93,12 @@ class Runner:
         self._commands.append(self._command(stage, call))
         try:
             cfg, kw = configure(stage, self.config, self.overrides + call.overrides, call.input, call.output)
-            stats = stage.main(cfg, force=self.force, progress=self.progress and stage.progress, **kw)
+            try:
+                stats = stage.main(cfg, force=self.force, progress=self.progress and stage.progress, **kw)
+            except StaleOutput as e:  # made from an input that changed (a stage before it was redone): redo it
+                self.log(f"run: {stage.name}: {str(e).split('; its ')[0]}: redoing it")
+                self._commands[-1] += " --force"
+                stats = stage.main(cfg, force=True, progress=self.progress and stage.progress, **kw)
             if stats.get("submitted"):  # Slurm: wait for its jobs, then the same call adds what a finished stage adds
                 self._wait(stage.name, Path(call.output))
                 stats = stage.main(cfg, force=False, progress=False, **kw)

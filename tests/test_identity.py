@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 
 import pytest
@@ -121,3 +122,36 @@ def test_a_change_that_keeps_size_and_mtime_is_seen(tmp_path, pages):
     assert src.stat().st_size == st.st_size and src.stat().st_mtime_ns == st.st_mtime_ns
     r = synthweb(*args)
     assert r.returncode == 2 and "changed content" in r.stderr and "its output is stale" in r.stderr, r.stderr
+
+
+def test_synthweb_run_redoes_what_is_downstream_of_a_changed_input(tmp_path, pages):
+    """`synthweb run` over an input file edited since the last run: seeds redoes its work (its input changed),
+    and every stage after it finds its own input redone and redoes itself instead of refusing or reusing
+    stale rows; a third run reuses everything."""
+    from tests.conftest import SMALL_RUN
+
+    a, b = pages
+    src = tmp_path / "pages.jsonl"
+    shutil.copy(a, src)
+    out = tmp_path / "run"
+    args = ("run", "--output", str(out), "--until", "tokenize", "--set", f"input.source={src}", *SMALL_RUN, "--no-progress")
+    r = synthweb(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    tokens_before = json.loads((out / "tokens" / "textbooks" / "tokens.json").read_text())
+    shutil.copy(b, src)  # the same path, other pages
+    r = synthweb(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for stage in ("seeds", "generate", "dedup", "tokenize"):
+        assert re.search(rf"^run: {stage}: .*: redoing it$", r.stdout, re.M), (stage, r.stdout[-3000:])
+    seeds = set(_ids(out / "seeds" / "data"))
+    assert seeds and seeds <= {json.loads(x)["id"] for x in open(b)}
+    assert {row["seed_id"] for row in read_rows(out / "generate" / "data")} <= seeds
+    assert {row["id"] for row in read_rows(out / "dedup" / "textbooks" / "data")} <= set(_ids(out / "generate" / "data"))
+    tokens_after = json.loads((out / "tokens" / "textbooks" / "tokens.json").read_text())
+    assert tokens_after["data_fingerprint"] != tokens_before["data_fingerprint"]
+    m = json.loads((out / "run.json").read_text())
+    assert all(m["stages"][s]["status"] == "ran" for s in ("seeds", "generate", "dedup", "tokenize")), m["stages"]
+    r = synthweb(*args)
+    assert r.returncode == 0 and "redoing" not in r.stdout
+    m = json.loads((out / "run.json").read_text())
+    assert all(m["stages"][s]["status"] == "reused" for s in ("seeds", "generate", "dedup", "tokenize")), m["stages"]

@@ -23,8 +23,9 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from pipeline.config import Config
-from pipeline.errors import StageFailed, UserError
+from pipeline.errors import StageFailed, StaleOutput, UserError
 from pipeline.executor import build_executor
+from pipeline.io.fingerprint import fingerprints
 from pipeline.io.readers import InputPlan, make_reader, plan_input
 from pipeline.io.writer import ShardWriter, TaskStart, atomic_write_text, finalize, plan_finalize, wait_for_old_workers
 from pipeline.logs import quiet_datatrove
@@ -536,33 +537,6 @@ def _done_tasks(logs: Path) -> int:
     return len(list((logs / "completions").glob("*"))) if (logs / "completions").exists() else 0
 
 
-def fingerprints(files: list[str], plan=None) -> dict[str, list]:
-    """Per input file: size, mtime and a BLAKE2b hash of its whole content (a copy that keeps size and
-    mtime, as ``rsync -a`` or ``cp -p`` do, cannot fool it; hashed in threads, ~1 GB/s per core), kept in
-    the run state so that a rerun knows whether its input changed under it. A Hub dataset is named by the
-    revision the run pinned."""
-    import hashlib
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(f: str):
-        try:
-            st = os.stat(f)
-            h = hashlib.blake2b(digest_size=16)
-            with open(f, "rb") as fh:
-                while block := fh.read(1 << 20):
-                    h.update(block)
-        except OSError:
-            return None
-        return [st.st_size, st.st_mtime_ns, h.hexdigest()]
-
-    with ThreadPoolExecutor(max_workers=min(8, max(1, len(files)))) as pool:
-        out = {f: fp for f, fp in zip(files, pool.map(one, files)) if fp is not None}
-    if plan is not None and getattr(plan, "revision", None):
-        out[f"hf://datasets/{plan.source}"] = ["revision", plan.revision]
-    return out
-
-
 def _check_inputs(saved: dict[str, list], output: Path, plan=None, finished: bool = False) -> None:
     """The input is what the run in ``output`` read: the same files (none added, none gone), each with the
     same size and content (a touched file with the same bytes is the same input), and the same Hub
@@ -590,7 +564,7 @@ def _check_inputs(saved: dict[str, list], output: Path, plan=None, finished: boo
     if problem is None:
         return
     if finished:
-        raise UserError(f"{problem} since {output} was made from it; its output is stale: rerun with --force to "
+        raise StaleOutput(f"{problem} since {output} was made from it; its output is stale: rerun with --force to "
                         "redo it on the input as it is now (and the stages after it)")
     raise UserError(f"{problem} since the unfinished run in {output} started; finished tasks read the old "
                     "input, so resuming would mix two inputs: use --force to start over on the new input")

@@ -23,7 +23,7 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from pipeline.config import parse_where
-from pipeline.errors import StageFailed, UserError
+from pipeline.errors import StageFailed, StaleOutput, UserError
 from pipeline.stages import Option, Stage
 
 MANIFEST = "tokens.json"
@@ -215,12 +215,14 @@ def _check_jsonl_text(plan, column: str) -> None:
         break
 
 
-def _fingerprint(files: list[str], **params) -> str:
-    h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
-    for f in files:
-        st = os.stat(f)
-        h.update(f"{f}|{st.st_size}|{int(st.st_mtime)}".encode())
-    return h.hexdigest()[:16]
+def _fingerprint(files: list[str], **params) -> tuple[str, str, str]:
+    """(whole, settings, data): the settings that shape the tokens, and the input files by content (a copy
+    with the same size and mtime but other bytes is other data)."""
+    from pipeline.io.fingerprint import digest, fingerprints
+
+    settings = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    data = digest(fingerprints(files))
+    return hashlib.sha256(f"{settings}|{data}".encode()).hexdigest()[:16], settings, data
 
 
 def tokenize(cfg, dataset, output: str | Path, force: bool = False) -> dict:
@@ -247,15 +249,18 @@ def tokenize(cfg, dataset, output: str | Path, force: bool = False) -> dict:
     tok_path = resolve_tokenizer(t.tokenizer, cfg.llm.model, cfg.llm.model_cache_dir)
     tok = load_tokenizer(tok_path)
     eos = eos_of(tok, t.eos_token, tok_path)
-    fp = _fingerprint(list(plan.files), tokenizer=tok_path, eos=eos, column=column, where=dataset.where,
-                      fraction=t.validation_fraction, shuffle=t.shuffle, seed=cfg.run.seed,
-                      drop_repeated=t.drop_repeated_ids)
+    fp, settings_fp, data_fp = _fingerprint(list(plan.files), tokenizer=tok_path, eos=eos, column=column,
+                                            where=dataset.where, fraction=t.validation_fraction, shuffle=t.shuffle,
+                                            seed=cfg.run.seed, drop_repeated=t.drop_repeated_ids)
     manifest_path = out / MANIFEST
     if manifest_path.is_file() and not force:
         m = json.loads(manifest_path.read_text())
         if m.get("fingerprint") == fp:
             return m
-        raise UserError(f"{out} holds tokens of other data or settings (fingerprint {m.get('fingerprint')} != {fp}); "
+        if m.get("settings_fingerprint") == settings_fp:  # same settings, other data: the input was redone or edited
+            raise StaleOutput(f"{dataset.path} changed since {out} was tokenized from it; its tokens are stale: rerun "
+                              "with --force to tokenize the data as it is now")
+        raise UserError(f"{out} holds tokens of other settings (fingerprint {m.get('fingerprint')} != {fp}); "
                         f"use another folder or --force")
     if force and out.exists():
         shutil.rmtree(out)
@@ -318,6 +323,7 @@ def tokenize(cfg, dataset, output: str | Path, force: bool = False) -> dict:
         "eos_id": tok.token_to_id(eos), "vocab_size": tok.get_vocab_size(), "token_size": token_size,
         "dtype": "uint32" if token_size == 4 else "uint16", "validation_fraction": t.validation_fraction,
         "files": files, "tokens": tokens, "documents": docs, "books": books, "fingerprint": fp,
+        "settings_fingerprint": settings_fp, "data_fingerprint": data_fp,
     }
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
     return manifest
