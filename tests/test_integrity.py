@@ -44,3 +44,27 @@ def test_books_that_do_not_balance_leave_no_final_shard(tmp_path):
     assert not (out / "data").exists() or not list((out / "data").glob("*.parquet"))
     plan = json.loads((out / "_parts" / "plan.json").read_text())
     assert 0 < plan["rows"]["data"] < 60  # the rows are there, in parts, for whoever reports the bug
+
+
+@pytest.mark.parametrize("command", ["tokenize", "train-classifier", "train", "ablate", "publish"])
+def test_every_command_that_writes_a_folder_takes_its_lock(tmp_path, command):
+    """Before: tokenize, train, ablate and publish took no lock, so two of them could write one folder. Here
+    the folder is held (as a running command holds it) and each command refuses in one line, naming the
+    holder, before it writes anything."""
+    import os
+
+    from pipeline.io.lock import output_lock
+    from tests.conftest import synthweb
+
+    out = tmp_path / "out"
+    args = {"tokenize": ["--input", str(need(CC_SAMPLE)), "--output", str(out)],
+            "train-classifier": ["--input", str(need(CC_SAMPLE)), "--output", str(out)],
+            "train": ["--input", str(need(CC_SAMPLE)), "--output", str(out)],
+            "ablate": ["--output", str(out)],
+            "publish": ["--subset", f"x={tmp_path}", "--dry-run", str(out)]}[command]
+    beside = command in ("train-classifier", "publish")
+    with output_lock(out, "held-by-test", beside=beside):
+        r = synthweb(command, *args)
+    assert r.returncode == 2 and "is in use by a running synthweb" in r.stderr and f'"pid": {os.getpid()}' in r.stderr, \
+        r.stderr[-1500:]
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -106,7 +106,7 @@ def test_tokenize_where_and_rerun_is_a_noop(legal_subset, tmp_path):
     r = synthweb("tokenize", "--config", str(cfg), "--input", str(legal_subset), "--output", str(out), "--where", "score >= 3")
     assert r.returncode == 0 and (out / "tokens.json").stat().st_mtime_ns == before
     r = synthweb("tokenize", "--config", str(cfg), "--input", str(legal_subset), "--output", str(out), "--where", "score >= 4")
-    assert r.returncode == 2 and "other data or settings" in r.stderr
+    assert r.returncode == 2 and "holds tokens of other settings" in r.stderr
     # before: a misspelt column was "0 documents passed"; now it is named, with the columns there are
     r = synthweb("tokenize", "--config", str(cfg), "--input", str(legal_subset), "--output", str(tmp_path / "typo"),
                  "--where", "scre >= 3")

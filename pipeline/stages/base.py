@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +25,7 @@ from pipeline.config import Config
 from pipeline.errors import StageFailed, StaleOutput, UserError
 from pipeline.executor import build_executor
 from pipeline.io.fingerprint import fingerprints
+from pipeline.io.lock import output_lock
 from pipeline.io.readers import InputPlan, make_reader, plan_input
 from pipeline.io.writer import ShardWriter, TaskStart, atomic_write_text, finalize, plan_finalize, wait_for_old_workers
 from pipeline.logs import quiet_datatrove
@@ -229,141 +229,6 @@ def _kill_descendants() -> None:
         except psutil.Error:
             pass
     psutil.wait_procs(procs, timeout=5)
-
-
-LOCK = ".synthweb.lock"
-
-
-@contextmanager
-def output_lock(output: Path, stage: str):
-    """One run per output folder. An advisory lock (flock) on OUTPUT/.synthweb.lock, held for the
-    whole run by this process; the file names the holder (pid, host, start). Workers do not hold it,
-    they follow the holder: a forked helper dies with it (PDEATHSIG), a pool worker stops within a
-    second of its death (TaskStart's watch) and the next run waits for it. The kernel drops the lock
-    when its holder dies, so a lock left by a killed run is stale by construction and the next run
-    takes it over. Two runs at once: the second refuses in one line."""
-    import fcntl
-    import os
-    import socket
-
-    if output.exists() and not output.is_dir():
-        raise UserError(f"--output {output} is a file, not a folder")
-    created = not output.exists()
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        fd = os.open(output / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    except PermissionError:
-        raise UserError(f"--output {output}: no permission to write there") from None
-    except OSError as e:
-        raise UserError(f"--output {output}: cannot write there ({e.strerror})") from None
-    _register_fork_hooks()
-    try:
-        _take(fd)
-    except BlockingIOError as e:
-        holder = e.filename or "another process"
-        os.close(fd)
-        raise UserError(f"{output} is in use by a running synthweb ({holder}); wait for it to finish, "
-                        "or stop it, or use another --output") from None
-    except OSError as e:  # a file system without flock (some network mounts)
-        os.close(fd)
-        raise UserError(f"--output {output}: cannot lock {LOCK} there ({e.strerror}); the file system may not support "
-                        "flock: use an --output on a local or flock-capable file system") from None
-    _FORK["lock_fd"] = fd
-    try:
-        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "stage": stage,
-                           "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, info.encode(), 0)
-        yield
-    finally:
-        _FORK["lock_fd"] = None
-        os.ftruncate(fd, 0)
-        if created and [p.name for p in output.iterdir()] == [LOCK]:  # failed before writing anything: leave no trace
-            (output / LOCK).unlink(missing_ok=True)
-            output.rmdir()
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-_FORK: dict = {"lock_fd": None, "main_thread": False}
-
-
-def _before_fork() -> None:
-    import threading
-
-    _FORK["main_thread"] = threading.current_thread() is threading.main_thread()
-
-
-def _in_forked_child() -> None:
-    """A process forked while we hold the output lock (datatrove's multiprocess Manager, a fork-start
-    worker) neither holds the lock (its copy of the descriptor is closed: the lock is the run's, and
-    dies with it) nor outlives the run: it gets SIGKILL when the run's main process dies."""
-    fd = _FORK["lock_fd"]
-    if fd is None:
-        return
-    _FORK["lock_fd"] = None
-    try:
-        import os
-
-        os.close(fd)
-    except OSError:
-        pass
-    if _FORK["main_thread"]:  # the death signal follows the forking thread: only the main one lives as long as the run
-        try:
-            import ctypes
-            import signal
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-
-
-def _register_fork_hooks() -> None:
-    import os
-
-    if not _FORK.get("registered"):
-        os.register_at_fork(before=_before_fork, after_in_child=_in_forked_child)
-        _FORK["registered"] = True
-
-
-def _take(fd: int) -> None:
-    """flock the lock file; while it is held, read who holds it (the holder writes that just after
-    taking it). A holder that is dead on this host (its workers, which share the lock, are still
-    stopping: they follow their parent within a second) is waited for, up to 5 s. Raises
-    BlockingIOError(..., holder) when the folder stays in use."""
-    import fcntl
-    import os
-    import socket
-
-    deadline = time.time() + 5
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            pass
-        holder = ""
-        for _ in range(20):  # the holder writes who it is just after taking the lock: give it a moment
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
-            if holder:
-                break
-            time.sleep(0.1)
-        try:
-            info = json.loads(holder) if holder else {}
-        except ValueError:
-            info = {}
-        dead = info.get("host") == socket.gethostname() and not _alive(info.get("pid"))
-        if not dead or time.time() > deadline:
-            if dead:
-                holder = f"{holder}: that process is gone, but processes it started still hold the lock"
-            raise BlockingIOError(11, "locked", holder)
-        time.sleep(0.2)
-
-
-def _alive(pid) -> bool:
-    import psutil
-
-    return isinstance(pid, int) and psutil.pid_exists(pid)
 
 
 # the config sections each stage reads: changing another section (say generate.*) must not make an

@@ -271,8 +271,10 @@ def build_filter(ctx: StageContext) -> list:
 
 def train_main(cfg: Config, force: bool = False, progress: bool = True) -> dict:
     from classifiers.train import train_classifier
+    from pipeline.io.lock import output_lock
 
-    return train_classifier(cfg.classifier, cfg.input.source, cfg.run.output, force=force)
+    with output_lock(Path(cfg.run.output), "train-classifier", beside=True):  # the folder is replaced whole at the end
+        return train_classifier(cfg.classifier, cfg.input.source, cfg.run.output, force=force)
 
 
 def _train_lines(cfg: Config, m: dict) -> list[str]:

@@ -495,7 +495,15 @@ def main(cfg, force: bool = False, progress: bool = True, subset: list[str] | No
         raise UserError("publish needs --repo-id namespace/name (or publish.repo_id), or --dry-run DIR")
     token = None if dry_run else hub_token()  # before any work: a missing login fails fast
     dest = Path(dry_run) if dry_run else Path(cfg.run.output) / "_publish"
-    counts = build(cfg, subsets, dest, ablation or p.ablation)
+    from pipeline.io.lock import output_lock
+
+    with output_lock(dest, "publish", beside=True):  # two pushes from one folder: the second refuses
+        return _publish(cfg, subsets, dest, ablation or p.ablation, repo_id, token, dry_run)
+
+
+def _publish(cfg, subsets: dict, dest: Path, ablation, repo_id, token, dry_run) -> dict:
+    p = cfg.publish
+    counts = build(cfg, subsets, dest, ablation)
     print("publish: " + ", ".join(f"{n} {c:,} rows" for n, c in counts.items()) + f"; layout and card in {dest}")
     result = {"rows": counts, "folder": str(dest)}
     if not dry_run:

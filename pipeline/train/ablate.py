@@ -236,7 +236,12 @@ th{{background:#f4f4f4}} td.chance{{color:#999;background:#fafafa}} img{{max-wid
 
 
 def main(cfg, force: bool = False, progress: bool = True) -> dict:
-    return ablate(cfg, cfg.run.output, force=force)
+    from pathlib import Path
+
+    from pipeline.io.lock import output_lock
+
+    with output_lock(Path(cfg.run.output), "ablate"):
+        return ablate(cfg, cfg.run.output, force=force)
 
 
 def _plan(run):

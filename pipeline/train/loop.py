@@ -494,10 +494,14 @@ class Trainer:
 def main(cfg, force: bool = False, progress: bool = True, input: str | None = None, output: str | None = None,
          text_column: str | None = None) -> dict:
     from pipeline.config import TrainDataset
+    from pipeline.io.lock import output_lock
 
     if input:  # one dataset instead of train.datasets
         cfg.train.datasets = [TrainDataset(path=input, text_column=text_column)]
-    return {**Trainer(cfg, output, force=force).run(), "output": str(output)}
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 holds the folder for all of them
+        return {**Trainer(cfg, output, force=force).run(), "output": str(output)}
+    with output_lock(Path(output), "train"):
+        return {**Trainer(cfg, output, force=force).run(), "output": str(output)}
 
 
 def _lines(cfg, r: dict) -> list[str]:

@@ -226,7 +226,24 @@ def _fingerprint(files: list[str], **params) -> tuple[str, str, str]:
 
 
 def tokenize(cfg, dataset, output: str | Path, force: bool = False) -> dict:
-    """Tokenize one dataset (a ``TrainDataset``) into ``output``; returns the manifest. Idempotent."""
+    """Tokenize one dataset (a ``TrainDataset``) into ``output``; returns the manifest. Idempotent; one
+    run per folder (the output lock)."""
+    from pipeline.io.lock import output_lock
+
+    with output_lock(Path(output), "tokenize"):
+        return _tokenize(cfg, dataset, output, force)
+
+
+def _empty(out: Path) -> None:
+    """Everything in the folder but the lock this run holds."""
+    from pipeline.io.lock import LOCK
+
+    for p in out.iterdir() if out.exists() else []:
+        if p.name != LOCK:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def _tokenize(cfg, dataset, output: str | Path, force: bool = False) -> dict:
     from datatrove.pipeline.tokens import DocumentTokenizer
 
     from pipeline.config import InputConfig
@@ -262,11 +279,11 @@ def tokenize(cfg, dataset, output: str | Path, force: bool = False) -> dict:
                               "with --force to tokenize the data as it is now")
         raise UserError(f"{out} holds tokens of other settings (fingerprint {m.get('fingerprint')} != {fp}); "
                         f"use another folder or --force")
-    if force and out.exists():
-        shutil.rmtree(out)
+    if force:
+        _empty(out)
     marker = out / "_logs" / "fingerprint"
     if marker.is_file() and marker.read_text() != fp:  # an interrupted run of other settings: start over
-        shutil.rmtree(out)
+        _empty(out)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(fp)
     tasks = cfg.executor.tasks if t.drop_repeated_ids else max(1, min(cfg.executor.tasks, len(plan.files)))
