@@ -127,6 +127,14 @@ class SlurmConfig(Strict):
     sbatch_args: dict[str, str] = {}
     driver_time: str = "3-00:00:00"  # synthweb run on Slurm: each stage's one-CPU job that submits its jobs and waits
 
+    @field_validator("time", "driver_time", mode="before")
+    @classmethod
+    def _clock(cls, v):
+        """YAML 1.1 reads an unquoted 12:00:00 as the base-60 number 43200: give Slurm its H:MM:SS back."""
+        if isinstance(v, int) and not isinstance(v, bool):
+            return f"{v // 3600}:{v % 3600 // 60:02d}:{v % 60:02d}"
+        return v
+
 
 class RayConfig(Strict):
     address: str | None = None  # None: start (or join) a local Ray instance

@@ -84,3 +84,12 @@ def test_every_shipped_config_loads_and_resolves():
     load_styles(ncc)  # every routed style exists in prompts/rephrase/styles.yaml
     for cfg in cfgs.values():
         assert cfg.hash() and cfg.executor.kind in ("local", "slurm", "ray")
+
+
+def test_an_unquoted_slurm_time_stays_a_clock():
+    """YAML 1.1 reads `time: 12:00:00` as 43200 (base 60): before, a one-line refusal of a value any Slurm user
+    writes; now the clock Slurm expects."""
+    from pipeline.config import load_config
+
+    assert load_config(None, ["executor.slurm.time=12:00:00"]).executor.slurm.time == "12:00:00"
+    assert load_config(None, ["executor.slurm.driver_time=1:30:05"]).executor.slurm.driver_time == "1:30:05"

@@ -49,7 +49,10 @@ def test_kill9_then_rerun_serves_completed_requests_from_the_cache(tmp_path):
     assert 12 <= len(before) < N, len(before)
     assert not (out / "stats.json").exists() and not list(out.glob("data/*.parquet"))
 
-    again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    # resumed with other executor settings and another endpoint (none of them shapes a row): it goes on
+    other = ["--set", "executor.workers=2", "--set", "executor.slurm.time=12:00:00", "--set", "llm.openai.concurrency=8",
+             "--set", "llm.openai.base_url=http://replica-2:8000/v1", "--set", "llm.cost_per_gpu_hour=3.5"]
+    again = subprocess.run(args + other, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stdout
     llm = load_stats(out)["llm"]
