@@ -50,38 +50,83 @@ def test_a_stage_over_a_redone_input_refuses_its_stale_output(tmp_path, pages):
     assert set(_ids(dd / "data")) <= set(_ids(seeds / "data")) and _ids(dd / "data")
 
 
-def test_resume_goes_on_after_a_change_that_does_not_shape_rows(tmp_path, pages):
-    """Before: a resume with executor.workers=2 instead of 1 was refused ("a different config ... use --force"),
-    which threw the finished tasks away; so did more Slurm time, another server replica, or `synthweb run`.
-    Here a finished run loses its completion (as a run killed after its tasks, before its stats.json) and is
-    rerun with other workers, Slurm time and memory and endpoint: it resumes, sends no finished task again,
-    and gives a clean run's ids. A setting that shapes rows is refused, naming the key."""
-    a, _ = pages
-    clean, out = tmp_path / "clean", tmp_path / "o"
-    assert synthweb("seeds", "--input", str(a), "--output", str(clean), *FAST).returncode == 0
-    assert synthweb("seeds", "--input", str(a), "--output", str(out), *FAST).returncode == 0
-    (out / "stats.json").unlink()
-    r = synthweb("seeds", "--input", str(a), "--output", str(out), "--no-progress", "--set", "executor.tasks=2",
-                 "--set", "executor.workers=2", "--set", "executor.slurm.time=08:00:00",
-                 "--set", "executor.slurm.mem_per_cpu_gb=8", "--set", "llm.openai.base_url=http://replica-2:8000/v1")
+@pytest.fixture(scope="module")
+def eight(tmp_path_factory):
+    """The whole Common Crawl sample (697 pages) in 8 files, so that each of 8 tasks has work; and a clean
+    seeds run of it (8 tasks, 1 worker)."""
+    d = tmp_path_factory.mktemp("eight")
+    recs = [line for line in gzip.open(need(CC_SAMPLE), "rt")]
+    (d / "in").mkdir()
+    for i in range(8):
+        (d / "in" / f"part-{i}.jsonl").write_text("".join(recs[i::8]))
+    r = synthweb("seeds", "--input", str(d / "in"), "--output", str(d / "clean"), *EIGHT)
     assert r.returncode == 0, r.stderr
-    assert "resuming" in r.stdout and "2/2 tasks already complete" in r.stdout
+    return d / "in", d / "clean"
+
+
+EIGHT = ["--no-progress", "--set", "executor.tasks=8", "--set", "executor.workers=1"]
+
+
+def _stop_after(args: list[str], out, tasks: int, sig: int) -> int:
+    """Start `synthweb ARGS`, send SIG once ``tasks`` tasks are complete; returns the tasks complete then."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    done_dir = out / "_logs" / "completions"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and \
+            (len(list(done_dir.glob("*"))) if done_dir.exists() else 0) < tasks:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    os.kill(proc.pid, sig)
+    proc.wait(timeout=120)
+    done = len(list(done_dir.glob("*")))
+    assert tasks <= done < 8 and not (out / "stats.json").exists(), done
+    return done
+
+
+def test_resume_goes_on_after_a_change_that_does_not_shape_rows(tmp_path, eight):
+    """As measured: `seeds` with 8 tasks stopped by SIGTERM after 5 of 8 tasks, rerun with executor.workers=2
+    instead of 1 (and more Slurm time and memory, another server replica): before, "holds an unfinished run
+    of a different config ... use --force", throwing the 5 finished tasks away. Now it resumes, runs only the
+    tasks left, and gives the clean run's ids. A setting that shapes rows is still refused, naming the key."""
+    import signal
+
+    src, clean = eight
+    out = tmp_path / "o"
+    done = _stop_after(["seeds", "--input", str(src), "--output", str(out), *EIGHT], out, 5, signal.SIGTERM)
+    r = synthweb("seeds", "--input", str(src), "--output", str(out), *EIGHT, "--set", "executor.workers=2",
+                 "--set", "executor.slurm.time=08:00:00", "--set", "executor.slurm.mem_per_cpu_gb=8",
+                 "--set", "llm.openai.base_url=http://replica-2:8000/v1")
+    assert r.returncode == 0, r.stderr
+    assert "resuming" in r.stdout and f"{done}/8 tasks already complete" in r.stdout
     assert _ids(out / "data") == _ids(clean / "data") and _ids(out / "removed") == _ids(clean / "removed")
-    r = synthweb("seeds", "--input", str(a), "--output", str(out), *FAST, "--set", "seeds.filters.min_chars=300")
+    assert load_stats(out)["records_in"] == load_stats(clean)["records_in"] == 697
+    r = synthweb("seeds", "--input", str(src), "--output", str(out), *EIGHT, "--set", "seeds.filters.min_chars=300")
     assert r.returncode == 2 and "changed: seeds.filters.min_chars: 200 -> 300" in r.stderr, r.stderr
 
 
-def test_an_unfinished_run_folder_is_not_an_input(tmp_path, pages):
-    """Before: dedup --input on a seeds folder killed before it finished read its kept and removed rows alike
-    (610 records where a finished run keeps 102), exit 0."""
-    a, _ = pages
+def test_an_unfinished_run_folder_is_not_an_input(tmp_path, eight):
+    """As measured: `seeds` killed with kill -9 before it finished, then `dedup --input` that folder: it read the
+    kept and removed rows of _parts/ alike (610 records where a finished run keeps 102), exit 0."""
+    import signal
+
+    src, _ = eight
     seeds = tmp_path / "seeds"
-    assert synthweb("seeds", "--input", str(a), "--output", str(seeds), *FAST).returncode == 0
-    (seeds / "stats.json").unlink()  # as a run killed before its completion
-    for src in (seeds, seeds / "data"):
-        r = synthweb("dedup", "--method", "exact", "--input", str(src), "--output", str(tmp_path / "dd"), *FAST)
+    _stop_after(["seeds", "--input", str(src), "--output", str(seeds), *EIGHT], seeds, 2, signal.SIGKILL)
+    for folder in (seeds, seeds / "data"):
+        r = synthweb("dedup", "--method", "exact", "--input", str(folder), "--output", str(tmp_path / "dd"), *FAST)
         assert r.returncode == 2 and "unfinished seeds run" in r.stderr and "rerun that stage" in r.stderr, r.stderr
         assert not (tmp_path / "dd" / "data").exists()
+    r = synthweb("tokenize", "--input", str(seeds), "--output", str(tmp_path / "tok"))  # before: 58 documents, 5 kept
+    assert r.returncode == 2 and "unfinished seeds run" in r.stderr, r.stderr
 
 
 def test_an_output_folder_inside_an_input_folder_is_not_read_as_pages(tmp_path, pages):

@@ -150,6 +150,8 @@ def plan_input(cfg: InputConfig, text_key_setting: str = "input.text_key") -> In
     if cfg.format == "hf" or (not path.exists() and cfg.format == "auto" and looks_like_hub_name(src)):
         return _plan_hf(cfg)
     if not path.exists():
+        if path.name in ("data", "kept", "removed"):  # the kept rows of a stage that has not finished yet?
+            _check_finished(path, src)
         raise UserError(f"input not found: {src} (no such file or folder, and not a Hub dataset name like owner/name)")
     _check_finished(path if path.is_dir() else path.parent, src)
     run_data = _run_folder_data(path)
