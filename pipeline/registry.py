@@ -1,7 +1,8 @@
-"""The stages of ``synthweb run``, in pipeline order, and the final datasets they make.
+"""The names of the stages of ``synthweb run``, in pipeline order.
 
-The lowest layer (imports nothing of ours): config validates ``run.stages`` against it; the report
-and publish iterate the datasets.
+The lowest layer (imports nothing of ours): config validates ``run.stages`` against it. Everything
+else about a stage (its hash scope, main folder, funnel row, dataset, card lines) is declared on its
+``Stage`` in ``pipeline.stages`` and derived from the registry there.
 """
 
 from __future__ import annotations
@@ -10,5 +11,3 @@ from __future__ import annotations
 # and keeps this list in step when a stage is registered from code
 STAGES = ["seeds", "annotate", "train-classifier", "classify", "filter", "generate", "rephrase", "dedup",
           "decontaminate", "tokenize", "ablate", "report"]
-# the final datasets: name -> (stage folder, shard folder inside it)
-SUBSETS = {"textbooks": ("generate", "data"), "rephrased": ("rephrase", "data"), "filtered-web": ("filter", "kept")}

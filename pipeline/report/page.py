@@ -20,12 +20,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import UserError
 from pipeline.io.writer import atomic_write_text
-from pipeline.registry import SUBSETS
-
-# stage folder, label in the funnel, the tag of its main output
-FUNNEL = [("seeds", "seeds", "data"), ("annotate", "annotated", "data"), ("classify", "classified", "data"),
-          ("filter", "filter kept", "kept"), ("generate", "textbooks", "data"), ("rephrase", "rephrased", "data")]
-LLM_STAGES = ("annotate", "generate", "rephrase")
+from pipeline.stages import all_stages, funnel, subsets
 
 
 def _stats(folder: Path) -> dict | None:
@@ -104,7 +99,7 @@ class Report:
         self.sections: list[tuple[str, str]] = []
         m = run / "run.json"
         self.manifest = json.loads(m.read_text()) if m.exists() else {}
-        self.stats = {s: _stats(run / s) for s, _, _ in FUNNEL}
+        self.stats = {s: _stats(run / s) for s, _, _ in funnel()}
         self.plots = 0
 
     def add(self, title: str, body: str) -> None:
@@ -121,7 +116,7 @@ class Report:
 
     def funnel(self) -> None:
         # (table name, bar label, stats) of every finished stage, dedup/decontaminate once per dataset
-        entries = [(stage, label, self.stats[stage]) for stage, label, _ in FUNNEL if self.stats.get(stage)]
+        entries = [(stage, label, self.stats[stage]) for stage, label, _ in funnel() if self.stats.get(stage)]
         for stage in ("dedup", "decontaminate"):
             for sub in sorted((self.run / stage).glob("*/stats.json")):
                 entries.append((f"{stage} ({sub.parent.name})", f"{stage} {sub.parent.name}", json.loads(sub.read_text())))
@@ -259,7 +254,7 @@ class Report:
         seeds = self.run / "seeds" / "data"
         if seeds.is_dir():
             series["web (seeds)"] = seeds
-        for name, (stage, tag) in SUBSETS.items():
+        for name, (stage, tag) in subsets().items():
             rel = f"{stage}/{tag}"
             if (self.run / rel).is_dir():
                 series[name] = self.run / rel
@@ -480,7 +475,7 @@ class Report:
         return tot
 
     def costs(self) -> None:
-        stages = self.manifest.get("stages") or {s: {"status": "ran"} for s in LLM_STAGES if self.stats.get(s)}
+        stages = self.manifest.get("stages") or {s.name: {"status": "ran"} for s in all_stages() if s.llm and self.stats.get(s.name)}
         rows, labels, walls = [], [], []
         for stage, v in stages.items():
             folder = {"train-classifier": "classifier", "tokenize": "tokens"}.get(stage, stage)

@@ -60,7 +60,7 @@ class RunView:
         return sum(pq.read_metadata(f).num_rows for f in folder.glob("*.parquet")) if folder.is_dir() else 0
 
     def upstream(self, name: str) -> Path:
-        stage, tag = names.SUBSETS[name]
+        stage, tag = subsets()[name]
         return self.out / stage / tag
 
     def quality_scorer(self) -> list[str]:
@@ -75,7 +75,7 @@ class RunView:
     def subsets(self) -> dict[str, Path]:
         """The final datasets that exist, after dedup and decontamination when those ran."""
         found = {}
-        for name in names.SUBSETS:
+        for name in subsets():
             folder = self.upstream(name)
             for later in ("dedup", "decontaminate"):
                 if later in self.stages and (self.out / later / name / "data").is_dir():
@@ -109,6 +109,13 @@ class Stage:
     plan: Callable[[RunView], list[Call] | str] | None = None  # calls inside `synthweb run` (a str: skipped, why)
     folder: str | None = None  # its folder under run.output (default: its name)
     markers: tuple[str, ...] = ("stats.json",)  # what a finished call writes; stats.json files say "complete"
+    # the facts other modules derive from the registry (nothing else keeps a list of them):
+    sections: tuple[str, ...] | None = None  # its hash scope: the config sections that shape its rows (None: all)
+    main_tag: str = "data"  # the folder of its main output (filter writes kept/ beside removed/)
+    funnel: str | None = None  # its row in the report's funnel, by this label
+    subset: str | None = None  # the final dataset it makes (a config of the published dataset), by this name
+    llm: bool = False  # its rows are written by an LLM (the report's compute, the card's model line)
+    card: Callable[[dict, dict, dict], list[str]] | None = None  # card(config, stats, facts): its lines in the card
 
     @property
     def run_folder(self) -> str:
@@ -180,6 +187,26 @@ def all_stages() -> list[Stage]:
 def run_stages() -> list[str]:
     """The stages of ``synthweb run``, in order (those with a plan)."""
     return [n for n in REGISTRY if get(n).plan is not None]
+
+
+def find(name: str | None) -> Stage | None:
+    """The registered stage of that name, or None (a stats.json of another tool, a stage since removed)."""
+    return get(name) if name in REGISTRY else None
+
+
+def subsets() -> dict[str, tuple[str, str]]:
+    """The final datasets: name -> (the stage folder that makes it, its shard folder)."""
+    return {s.subset: (s.run_folder, s.main_tag) for s in all_stages() if s.subset}
+
+
+def funnel() -> list[tuple[str, str, str]]:
+    """The report's funnel: (stage folder, label, shard folder), in pipeline order."""
+    return [(s.run_folder, s.funnel, s.main_tag) for s in all_stages() if s.funnel]
+
+
+def main_tags() -> tuple[str, ...]:
+    """Every folder name a stage keeps its final shards in."""
+    return tuple(sorted({s.main_tag for s in all_stages()}))
 
 
 def register(stage: Stage, after: str | None = None) -> None:

@@ -297,6 +297,7 @@ def summary(cfg: Config, stats: dict) -> list[str]:
 
 
 STAGE = Stage(
+    sections=("run", "input", "executor", "writer", "llm", "annotate"), funnel="annotated", llm=True,
     name="annotate", help="documents -> 0-5 scores from the LLM with the rubric in prompts/annotate/ (justification kept)",
     description="Score every document of --input with the additive 0-5 rubric of prompts/annotate/<annotate.template>.j2 "
     "through the engine in the llm section (and the annotate.jury, if any). Writes OUTPUT/data (score, int_score, "

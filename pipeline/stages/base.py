@@ -231,22 +231,23 @@ def _kill_descendants() -> None:
     psutil.wait_procs(procs, timeout=5)
 
 
-# the config sections each stage reads: changing another section (say generate.*) must not make an
-# earlier stage's finished output look foreign (make generate reruns seeds with the same file)
-STAGE_SECTIONS = {
-    "seeds": ("run", "input", "executor", "writer", "seeds"),
-    "infer": ("run", "input", "executor", "writer", "llm", "infer", "quality_gate"),
-    "generate": ("run", "input", "executor", "writer", "llm", "encoder", "generate", "quality_gate"),
-    "rephrase": ("run", "input", "executor", "writer", "llm", "encoder", "rephrase", "classify", "quality_gate"),
-    "annotate": ("run", "input", "executor", "writer", "llm", "annotate"),
-    "classify": ("run", "input", "executor", "writer", "classify"),
-    "decontaminate": ("run", "input", "executor", "writer", "decontaminate", "encoder"),  # encoder: the paraphrase pass
-    "dedup": ("run", "input", "executor", "writer", "dedup", "encoder"),
-    "gate": ("run", "input", "executor", "writer", "encoder", "gate", "quality_gate"),
-    "filter": ("run", "input", "executor", "writer", "filter"),
-}
-# the folder of a stage's main output (filter writes kept/ beside removed/)
-MAIN_TAG = {"filter": "kept"}
+def _declared(stage: str):
+    """The registered Stage of that name (its hash scope, its main folder), or None for an unregistered one."""
+    from pipeline.stages import find
+
+    return find(stage)
+
+
+def _sections(stage: str) -> tuple[str, ...] | None:
+    """The config sections that shape a stage's rows: changing another section (say generate.*) must not make
+    an earlier stage's finished output look foreign (make generate reruns seeds with the same file)."""
+    s = _declared(stage)
+    return s.sections if s else None
+
+
+def _main_tag(stage: str | None) -> str:
+    s = _declared(stage) if stage else None
+    return s.main_tag if s else "data"
 
 
 def identity_hash(identity: dict) -> str:
@@ -276,7 +277,7 @@ def _run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], f
     from pipeline.config import identity_changes
 
     output = Path(cfg.run.output)
-    identity = cfg.identity(STAGE_SECTIONS.get(stage))
+    identity = cfg.identity(_sections(stage))
     if extra_hash:
         identity["(classifiers applied)"] = extra_hash
     h = identity_hash(identity)
@@ -468,7 +469,7 @@ def complete_stage(output: str, stage: str, config_hash: str, run_id: str, wall_
 
         rows = {tag: sum(pq.read_metadata(f).num_rows for f in sorted((out / tag).glob("*.parquet")))
                 for tag in ("data", "kept", "removed") if (out / tag).exists()}
-    main = MAIN_TAG.get(stage, "data")
+    main = _main_tag(stage)
     stats = summarize(out / LOGS, stage, {**rows, "data": rows.get(main, 0)})
     state = out / LOGS / "state.json"
     plan = (json.loads(state.read_text()).get("plan") or {}) if state.exists() else {}
@@ -661,7 +662,7 @@ def print_summary(stats: dict, printer=print) -> None:
             t.add_row(f"  gate failed: {check}", f"{n:,}")
         if g.get("trimmed_at_max_tokens"):
             t.add_row("  trimmed at max_tokens", f"{g['trimmed_at_max_tokens']:,}")
-    t.add_row("shards", f"{len(stats.get('shards', []))} in {stats.get('output')}/{MAIN_TAG.get(stats.get('stage'), 'data')}")
+    t.add_row("shards", f"{len(stats.get('shards', []))} in {stats.get('output')}/{_main_tag(stats.get('stage'))}")
     Console(stderr=False).print(t)
 
 

@@ -311,6 +311,7 @@ def classify_main(cfg: Config, force: bool = False, progress: bool = True) -> di
 
 
 STAGE = Stage(
+    sections=("run", "input", "executor", "writer", "classify"), funnel="classified",
     name="classify", help="shards -> the same shards with score/int_score (and ensemble bins) from classifiers",
     description="Score every document of --input with each --classifier: score and int_score from the first, "
     "every classifier's score in classifier_scores; with several classifiers, token-weighted percentile bins "
@@ -329,7 +330,16 @@ def filter_main(cfg: Config, force: bool = False, progress: bool = True) -> dict
     return run_stage("filter", cfg, build_filter, force=force, progress=progress)
 
 
+def filter_card_lines(cfg: dict, st: dict, facts: dict) -> list[str]:
+    """What the dataset card says of a filter run: its rule."""
+    f = cfg.get("filter", {})
+    rule = f"bucket >= {f['bucket']}" if f.get("bucket") else f"{f.get('column', 'int_score')} >= {f.get('threshold')}"
+    return [f"- filter: kept documents with {rule}"]
+
+
 FILTER = Stage(
+    sections=("run", "input", "executor", "writer", "filter"), main_tag="kept", funnel="filter kept",
+    subset="filtered-web", card=filter_card_lines,
     name="filter", help="classified shards -> kept/ and removed/ (with reasons) by threshold or bucket",
     description="Keep documents whose int_score (filter.column) is at or above --threshold, or whose quality bucket "
     "is --bucket or higher, in OUTPUT/kept; every other document goes to OUTPUT/removed with its reason.",

@@ -483,7 +483,18 @@ def _plan(run):
     return per_dataset(run, "decontaminate", src)
 
 
+def card_lines(cfg: dict, st: dict, facts: dict) -> list[str]:
+    """What the dataset card says of a decontamination run: the documents each benchmark hit."""
+    rep = facts.get("report", {})
+    if not rep.get("benchmarks"):
+        return []
+    return ["- decontamination: documents hit per benchmark: "
+            + ", ".join(f"{b} {v['hits']}" for b, v in rep["benchmarks"].items())]
+
+
 STAGE = Stage(
+    sections=("run", "input", "executor", "writer", "decontaminate", "encoder"),  # encoder: the paraphrase pass
+    card=card_lines,
     name="decontaminate", help="documents -> the same without those that contain benchmark items",
     description="Index the benchmark items (--benchmarks: files, folders or hf:NAME[:CONFIG]:SPLIT) by word "
     "n-grams, confirm candidate documents by word alignment, and write OUTPUT/data (clean), "

@@ -34,8 +34,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from pipeline.config import Config
 from pipeline.errors import StageFailed, UserError
-from pipeline.registry import SUBSETS
-from pipeline.stages import Call, Option, Stage
+from pipeline.stages import Call, Option, Stage, subsets
 from pipeline.stages.base import LOGS, RunOnce, StageContext
 
 DEDUP_FIELDS = [
@@ -531,7 +530,7 @@ def _summary(cfg: Config, stats: dict) -> list[str]:
 def per_dataset(run, stage: str, source) -> list[Call]:
     """One call per final dataset with rows (dedup and decontaminate run on each)."""
     calls = []
-    for name in SUBSETS:
+    for name in subsets():
         src = source(name)
         if run.rows(src):
             calls.append(Call(src, run.out / stage / name))
@@ -542,7 +541,13 @@ def per_dataset(run, stage: str, source) -> list[Call]:
     return calls
 
 
+def card_lines(cfg: dict, st: dict, facts: dict) -> list[str]:
+    """What the dataset card says of a dedup run: its method and what it removed."""
+    return [f"- dedup: {cfg.get('dedup', {}).get('method')} ({st.get('removed', 0):,} near-duplicates removed)"]
+
+
 STAGE = Stage(
+    sections=("run", "input", "executor", "writer", "dedup", "encoder"), card=card_lines,
     name="dedup", help="documents -> the same without near-duplicates (MinHash), exact copies or paraphrases",
     description="MinHash near-duplicate removal through datatrove's four stages (signatures, bands, clusters, "
     "filter), resumable; or exact copies (--method exact) or paraphrases (--method semantic). Writes OUTPUT/data "

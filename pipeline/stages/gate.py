@@ -153,6 +153,7 @@ def summary(cfg: Config, stats: dict) -> list[str]:
 
 
 STAGE = Stage(
+    sections=("run", "input", "executor", "writer", "encoder", "gate", "quality_gate"),
     name="gate", help="any dataset of LLM rows -> the quality gate (form and meaning): data/ and removed/ with reasons",
     description="Read rows (a file, a folder or a Hub dataset; --text-column names the text) and run every row through "
     "the quality gate: the form checks (loops, scripts, language, prompt echo, datatrove's Gopher/C4/FineWeb filters) "

@@ -632,7 +632,25 @@ def _plan(run) -> list:
     return [Call(run.out / "seeds" / "data", run.out / "generate", extra)]
 
 
+def card_lines(cfg: dict, st: dict, facts: dict) -> list[str]:
+    """What the dataset card says of a generate run: its prompts and its teachers."""
+    g = cfg.get("generate", {})
+    lines = [f"- prompts: `prompts/generate/` templates; audiences {sorted(g.get('audiences', {}))}; "
+             f"formats {sorted(g.get('formats', {}))}"]
+    t = st.get("teachers")
+    if t:
+        wins = ", ".join(f"`{n}` {v['win_rate']:.0%}" for n, v in t["by_teacher"].items() if v.get("win_rate") is not None)
+        names = ", ".join("`" + str(x.get("name")) + "`" for x in g.get("teachers", []))
+        lines.append(f"- multi-teacher: each prompt went to {len(t['by_teacher'])} teachers "
+                     f"({names}), the judge `{t['judge']}` kept "
+                     f"the best; win rates over the {t.get('judged', t['prompts']):,} prompts with two or more usable "
+                     "answers: " + wins + "; each row names its `teacher`")
+    return lines
+
+
 STAGE = Stage(
+    sections=("run", "input", "executor", "writer", "llm", "encoder", "generate", "quality_gate"), funnel="textbooks",
+    subset="textbooks", llm=True, card=card_lines,
     name="generate", help="seeds -> topics + personas -> prompt matrix -> LLM -> synthetic textbooks",
     description="Cluster a sample of the seeds (--input: seeds shards, e.g. the data/ folder of a seeds run, or "
     "any readable input) into LLM-named topics, build a persona pool, then for each seed render a prompt from "

@@ -133,6 +133,7 @@ def main(cfg, force: bool = False, progress: bool = True) -> dict:
 
 
 STAGE = Stage(
+    sections=("run", "input", "executor", "writer", "llm", "infer", "quality_gate"), llm=True,
     name="infer", help="a file of prompts -> LLM answers (any backend), with request-level resume",
     description="Run every record of --input (JSONL/Parquet: the user message in input.text_key, optional "
     "'system' and 'messages' fields) through the engine in the llm section (transformers, openai or vllm) "

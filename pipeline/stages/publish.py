@@ -22,9 +22,7 @@ import yaml
 from pipeline import __version__
 from pipeline.errors import UserError
 from pipeline.io.writer import atomic_write_text
-from pipeline.stages import Option, Stage
-
-MAIN_FOLDERS = ("data", "kept")  # a stage's final shards; filter writes kept/
+from pipeline.stages import Option, Stage, find, main_tags
 
 
 def check_repo_id(repo_id: str) -> None:
@@ -46,7 +44,7 @@ def final_shards(path: str | Path) -> tuple[Path, list[Path]]:
     if p.is_dir() and list(p.glob("*.parquet")):
         run = p.parent if (p.parent / "stats.json").exists() else p
         return run, sorted(p.glob("*.parquet"))
-    for name in MAIN_FOLDERS:
+    for name in main_tags():
         shards = sorted((p / name).glob("*.parquet"))
         if shards:
             return p, shards
@@ -201,32 +199,11 @@ def _subset_section(name: str, rows: int, facts: dict, data: dict, tokenizer: st
         drops = ", ".join(f"{k} {v:,}" for k, v in sorted(st["dropped_by_reason"].items(), key=lambda kv: -kv[1]))
         lines.append(f"- dropped, by reason: {drops}")
     llm = cfg.get("llm") or {}
-    if stage in ("generate", "rephrase", "annotate", "infer") and llm and not data.get("models"):
+    declared = find(stage)
+    if declared and declared.llm and llm and not data.get("models"):
         lines.append(f"- model: `{llm.get('model')}` ({llm.get('backend')}), sampling {json.dumps(llm.get('sampling', {}))}")
-    if stage == "generate":
-        g = cfg.get("generate", {})
-        lines.append(f"- prompts: `prompts/generate/` templates; audiences {sorted(g.get('audiences', {}))}; "
-                     f"formats {sorted(g.get('formats', {}))}")
-        t = st.get("teachers")
-        if t:
-            wins = ", ".join(f"`{n}` {v['win_rate']:.0%}" for n, v in t["by_teacher"].items() if v.get("win_rate") is not None)
-            names = ", ".join("`" + str(x.get("name")) + "`" for x in g.get("teachers", []))
-            lines.append(f"- multi-teacher: each prompt went to {len(t['by_teacher'])} teachers "
-                         f"({names}), the judge `{t['judge']}` kept "
-                         f"the best; win rates over the {t.get('judged', t['prompts']):,} prompts with two or more usable answers: {wins}; each row names its `teacher`")
-    if stage == "rephrase":
-        lines.append(f"- styles (`prompts/rephrase/`): mix {json.dumps(cfg.get('rephrase', {}).get('mix', {}))}")
-    if stage == "filter":
-        f = cfg.get("filter", {})
-        rule = f"bucket >= {f['bucket']}" if f.get("bucket") else f"{f.get('column', 'int_score')} >= {f.get('threshold')}"
-        lines.append(f"- filter: kept documents with {rule}")
-    if stage == "dedup":
-        d = cfg.get("dedup", {})
-        lines.append(f"- dedup: {d.get('method')} ({st.get('removed', 0):,} near-duplicates removed)")
-    rep = facts.get("report", {})
-    if stage == "decontaminate" and rep.get("benchmarks"):
-        hits = ", ".join(f"{b} {v['hits']}" for b, v in rep["benchmarks"].items())
-        lines.append(f"- decontamination: documents hit per benchmark: {hits}")
+    if declared and declared.card:  # the stage's own lines (its prompts, its rule, its method...)
+        lines += declared.card(cfg, st, facts)
     audit = st.get("audit")
     if audit:
         lines.append(f"- audit: {json.dumps({k: audit[k] for k in list(audit)[:6] if not isinstance(audit[k], (dict, list))})}")

@@ -560,7 +560,14 @@ def _plan(run) -> list:
     return [Call(src if src.is_dir() else run.out / "seeds" / "data", run.out / "rephrase", run.quality_scorer())]
 
 
+def card_lines(cfg: dict, st: dict, facts: dict) -> list[str]:
+    """What the dataset card says of a rephrase run: its styles."""
+    return [f"- styles (`prompts/rephrase/`): mix {json.dumps(cfg.get('rephrase', {}).get('mix', {}))}"]
+
+
 STAGE = Stage(
+    sections=("run", "input", "executor", "writer", "llm", "encoder", "rephrase", "classify", "quality_gate"),
+    funnel="rephrased", subset="rephrased", llm=True, card=card_lines,
     name="rephrase", help="web pages -> LLM rephrasings in WRAP and Nemotron-CC styles, routed by quality",
     description="Cut every document of --input into chunks within each style's input budget (generator tokens), "
     "route it to styles by its quality_bucket or int_score (rephrase.routing; a fixed rephrase.mix without "

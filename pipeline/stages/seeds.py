@@ -182,6 +182,7 @@ def main(cfg: Config, force: bool = False, progress: bool = True) -> dict:
 
 
 STAGE = Stage(
+    sections=("run", "input", "executor", "writer", "seeds"), funnel="seeds",
     name="seeds", help="web pages -> cleaned, filtered seed shards",
     description="Read web pages (Hub dataset, Parquet, JSONL[.gz/.zst], WARC, HTML folder), extract main text, "
     "normalise, identify the language, apply Gopher/C4/FineWeb heuristic filters and write Parquet shards "
