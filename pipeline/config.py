@@ -1088,8 +1088,38 @@ def _line_index(text: str) -> dict[tuple, int]:
     return index
 
 
+# sections of stages registered from outside this module (a plugin, a test's toy stage): name -> model
+_SECTIONS: dict[str, type[BaseModel]] = {}
+_MODEL: dict[str, Any] = {}
+
+
+def register_section(name: str, model: type[BaseModel]) -> None:
+    """Add a config section (a stage's own settings) to every config loaded from now on: unknown keys,
+    did-you-mean and file:line errors work for it as for the built-in sections."""
+    if name in Config.model_fields:
+        raise ValueError(f"config section {name!r} exists already")
+    _SECTIONS[name] = model
+    _MODEL.clear()
+
+
+def unregister_section(name: str) -> None:
+    _SECTIONS.pop(name, None)
+    _MODEL.clear()
+
+
+def config_model() -> type[Config]:
+    """``Config`` with the registered sections (the built-in model itself when there are none)."""
+    if not _SECTIONS:
+        return Config
+    if "model" not in _MODEL:
+        from pydantic import create_model
+
+        _MODEL["model"] = create_model("Config", __base__=Config, **{n: (m, m()) for n, m in _SECTIONS.items()})
+    return _MODEL["model"]
+
+
 def _allowed_keys(loc: tuple) -> list[str]:
-    model: Any = Config
+    model: Any = config_model()
     for part in loc[:-1]:
         field = model.model_fields.get(part) if isinstance(part, str) and hasattr(model, "model_fields") else None
         if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
@@ -1173,6 +1203,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         node[keys[-1]] = value
         overridden[tuple(keys)] = item
     try:
-        return Config.model_validate(data)
+        return config_model().model_validate(data)
     except ValidationError as e:
         raise UserError(_format_errors(e, origin, _line_index(text), overridden)) from None

@@ -10,24 +10,36 @@ import pytest
 from datatrove.pipeline.base import PipelineStep
 
 from pipeline import cli
+from pipeline.config import Strict
 from pipeline.stages import Call, Stage, register
 from pipeline.stages.base import run_stage
 from tests.conftest import read_rows, real_pages
 
 
+class WordcountConfig(Strict):
+    """The toy stage's own config section (`wordcount:` in a config, `--set wordcount.min_words=5`)."""
+
+    min_words: int = 0
+
+
 class CountWords(PipelineStep):
     name = "🔢 count words"
+
+    def __init__(self, min_words: int):
+        super().__init__()
+        self.min_words = min_words
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         for doc in data:
             doc.metadata["n_words"] = len(doc.text.split())
+            doc.metadata["long"] = doc.metadata["n_words"] >= self.min_words
             self.stat_update("documents")
             yield doc
 
 
 def build(ctx) -> list:
-    return [ctx.task_start(), ctx.reader(), ctx.progress(), CountWords(),
-            ctx.writer("data", "main", [pa.field("n_words", pa.int32())])]
+    return [ctx.task_start(), ctx.reader(), ctx.progress(), CountWords(ctx.cfg.wordcount.min_words),
+            ctx.writer("data", "main", [pa.field("n_words", pa.int32()), pa.field("long", pa.bool_())])]
 
 
 def main(cfg, force: bool = False, progress: bool = True) -> dict:
@@ -42,12 +54,17 @@ def main(cfg, force: bool = False, progress: bool = True) -> dict:
 
 TOY = Stage(name="wordcount", help="documents -> the same with n_words", description="Counts words.", main=main,
             summary=lambda cfg, stats: [f"wordcount: {stats.get('words')} words"],
-            plan=lambda run: [Call(run.out / "seeds" / "data", run.out / "wordcount")])
+            plan=lambda run: [Call(run.out / "seeds" / "data", run.out / "wordcount")],
+            settings=WordcountConfig, sections=("run", "input", "executor", "writer", "wordcount"),
+            funnel="words counted", subset="counted",
+            card=lambda cfg, st, facts: [f"- wordcount: long means at least {cfg['wordcount']['min_words']} words"])
 
 
 @pytest.fixture
 def registered():
     from pipeline import registry, stages
+
+    from pipeline.config import unregister_section
 
     saved, names = dict(stages.REGISTRY), list(registry.STAGES)
     register(TOY, after="seeds")
@@ -55,6 +72,7 @@ def registered():
     stages.REGISTRY.clear()
     stages.REGISTRY.update(saved)
     registry.STAGES[:] = names
+    unregister_section("wordcount")
 
 
 VOLATILE = {"run_id", "output", "wall_time_s", "docs_per_s", "steps", "config_hash", "shards", "resumed"}
@@ -84,3 +102,55 @@ def test_a_toy_stage_runs_alone_and_inside_run_with_the_same_stats(registered, t
 def test_an_unknown_stage_in_run_stages_says_so(registered, tmp_path, capsys):
     assert cli.main(["run", "--output", str(tmp_path / "r"), "--set", "run.stages=[seeds, wordcnt]"]) == 2
     assert "did you mean 'wordcount'?" in capsys.readouterr().err
+
+
+def test_a_toy_stage_owns_its_section_hash_scope_funnel_row_and_card(registered, tmp_path, capsys):
+    """Registered from this file only: the toy stage is in `synthweb --help`, takes `--set wordcount.min_words`
+    with a did-you-mean on a typo, hashes only its own sections (a generate setting does not touch it, its own
+    does, by name), has its row in the report's funnel and its lines in the dataset card."""
+    from pipeline.stages import funnel, subsets
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0 and "wordcount" in capsys.readouterr().out
+    pages = tmp_path / "pages.jsonl"
+    docs = real_pages(20, 1500)
+    pages.write_text("".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in docs))
+    mid = sorted(len(p["text"].split()) for p in docs)[10]  # half the pages are long
+    out = tmp_path / "o"
+    args = ["wordcount", "--input", str(pages), "--output", str(out), "--set", "executor.tasks=1", "--no-progress"]
+    assert cli.main([*args, "--set", "wordcount.min_word=300"]) == 2
+    assert "unknown key 'wordcount.min_word'" in (err := capsys.readouterr().err) and "did you mean 'min_words'" in err
+    assert cli.main([*args, "--set", f"wordcount.min_words={mid}"]) == 0
+    rows = read_rows(out / "data")
+    assert rows and all(r["long"] == (r["n_words"] >= mid) for r in rows) and len({r["long"] for r in rows}) == 2
+    capsys.readouterr()
+    assert cli.main([*args, "--set", f"wordcount.min_words={mid}", "--set", "generate.num_prompts=7"]) == 0
+    assert "already complete" in capsys.readouterr().out  # not its section: the same identity
+    assert cli.main([*args, "--set", "wordcount.min_words=5"]) == 2
+    assert f"changed: wordcount.min_words: {mid} -> 5" in capsys.readouterr().err
+    assert ("wordcount", "words counted", "data") in funnel() and subsets()["counted"] == ("wordcount", "data")
+    assert cli.main(["publish", "--subset", f"counted={out}", "--dry-run", str(tmp_path / "pub")]) == 0
+    assert f"- wordcount: long means at least {mid} words" in (tmp_path / "pub" / "README.md").read_text()
+
+
+def test_no_list_of_stage_names_outside_the_registry():
+    """A stage declares its facts on its Stage; nothing else keeps a list of stages (a tuple or list of two or
+    more stage names in the code, a section list aside), so that a stage registered from code is treated as a
+    built-in one. pipeline/registry.py holds the names themselves."""
+    import re
+    from pathlib import Path
+
+    from pipeline.stages import REGISTRY
+
+    names = "|".join(re.escape(n) for n in REGISTRY)
+    pair = re.compile(rf'[(\[{{]\s*"({names})",\s*"({names})"')
+    root = Path(__file__).resolve().parent.parent
+    found = []
+    for f in sorted((root / "pipeline").rglob("*.py")) + sorted((root / "classifiers").rglob("*.py")):
+        if f.name == "registry.py":
+            continue
+        for i, line in enumerate(f.read_text().splitlines(), 1):
+            if pair.search(line) and "sections=" not in line and not line.lstrip().startswith("#"):
+                found.append(f"{f.relative_to(root)}:{i}: {line.strip()}")
+    assert not found, "\n".join(found)

@@ -20,7 +20,12 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import UserError
 from pipeline.io.writer import atomic_write_text
-from pipeline.stages import all_stages, funnel, subsets
+from pipeline.stages import all_stages, funnel, refiners, subsets
+
+
+def llm_datasets() -> list[str]:
+    """The stages whose final dataset an LLM wrote (their audit and meaning sections)."""
+    return [s.run_folder for s in all_stages() if s.llm and s.subset]
 
 
 def _stats(folder: Path) -> dict | None:
@@ -117,7 +122,7 @@ class Report:
     def funnel(self) -> None:
         # (table name, bar label, stats) of every finished stage, dedup/decontaminate once per dataset
         entries = [(stage, label, self.stats[stage]) for stage, label, _ in funnel() if self.stats.get(stage)]
-        for stage in ("dedup", "decontaminate"):
+        for stage in refiners():
             for sub in sorted((self.run / stage).glob("*/stats.json")):
                 entries.append((f"{stage} ({sub.parent.name})", f"{stage} {sub.parent.name}", json.loads(sub.read_text())))
         if not entries:
@@ -326,7 +331,7 @@ class Report:
 
     def audit(self) -> None:
         rows = []
-        for stage in ("generate", "rephrase"):
+        for stage in llm_datasets():
             st = self.stats.get(stage) or {}
             if (st.get("audit") or {}).get("documents") or st.get("quality_gate"):
                 rows.append((stage, st.get("audit") or {}, st.get("quality_gate") or {}))
@@ -385,7 +390,7 @@ class Report:
         """Is the LLM text about its source, does it hold together (the quality gate's meaning measurements,
         audit.meaning in stats.json): distributions per stage and teacher, the verdict, worst and best rows."""
         found = [(stage, (self.stats.get(stage) or {}).get("audit", {}).get("meaning") or {})
-                 for stage in ("generate", "rephrase")]
+                 for stage in llm_datasets()]
         found = [(s, m) for s, m in found if m.get("rows")]
         if not found:
             self.add("Meaning", "<p>No meaning measurements in this run (quality_gate.meaning off, or no LLM text).</p>")

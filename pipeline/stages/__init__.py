@@ -77,7 +77,7 @@ class RunView:
         found = {}
         for name in subsets():
             folder = self.upstream(name)
-            for later in ("dedup", "decontaminate"):
+            for later in refiners():
                 if later in self.stages and (self.out / later / name / "data").is_dir():
                     folder = self.out / later / name / "data"
             if self.rows(folder):
@@ -116,6 +116,8 @@ class Stage:
     subset: str | None = None  # the final dataset it makes (a config of the published dataset), by this name
     llm: bool = False  # its rows are written by an LLM (the report's compute, the card's model line)
     card: Callable[[dict, dict, dict], list[str]] | None = None  # card(config, stats, facts): its lines in the card
+    settings: type | None = None  # its own config section (a pydantic model), for a stage registered from code
+    refines: bool = False  # runs once per final dataset and replaces it downstream (dedup, decontaminate)
 
     @property
     def run_folder(self) -> str:
@@ -204,6 +206,11 @@ def funnel() -> list[tuple[str, str, str]]:
     return [(s.run_folder, s.funnel, s.main_tag) for s in all_stages() if s.funnel]
 
 
+def refiners() -> list[str]:
+    """The stages that run once per final dataset and replace it downstream, in pipeline order."""
+    return [s.run_folder for s in all_stages() if s.refines]
+
+
 def main_tags() -> tuple[str, ...]:
     """Every folder name a stage keeps its final shards in."""
     return tuple(sorted({s.main_tag for s in all_stages()}))
@@ -216,5 +223,9 @@ def register(stage: Stage, after: str | None = None) -> None:
     items.insert(at, (stage.name, stage))
     REGISTRY.clear()
     REGISTRY.update(items)
+    if stage.settings is not None:  # its section, named after it: `--set toy.key=value` works at once
+        from pipeline.config import register_section
+
+        register_section(stage.name.replace("-", "_"), stage.settings)
     if stage.plan is not None:
         names.STAGES[:] = run_stages()

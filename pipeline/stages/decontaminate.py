@@ -493,6 +493,7 @@ def card_lines(cfg: dict, st: dict, facts: dict) -> list[str]:
 
 
 STAGE = Stage(
+    refines=True,
     sections=("run", "input", "executor", "writer", "decontaminate", "encoder"),  # encoder: the paraphrase pass
     card=card_lines,
     name="decontaminate", help="documents -> the same without those that contain benchmark items",

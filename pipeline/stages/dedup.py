@@ -547,6 +547,7 @@ def card_lines(cfg: dict, st: dict, facts: dict) -> list[str]:
 
 
 STAGE = Stage(
+    refines=True,
     sections=("run", "input", "executor", "writer", "dedup", "encoder"), card=card_lines,
     name="dedup", help="documents -> the same without near-duplicates (MinHash), exact copies or paraphrases",
     description="MinHash near-duplicate removal through datatrove's four stages (signatures, bands, clusters, "
