@@ -63,7 +63,6 @@ TOY = Stage(name="wordcount", help="documents -> the same with n_words", descrip
 @pytest.fixture
 def registered():
     from pipeline import registry, stages
-
     from pipeline.config import unregister_section
 
     saved, names = dict(stages.REGISTRY), list(registry.STAGES)

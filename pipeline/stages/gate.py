@@ -143,7 +143,7 @@ def main(cfg: Config, force: bool = False, progress: bool = True) -> dict:
 
 def summary(cfg: Config, stats: dict) -> list[str]:
     from pipeline.stages.audit import meaning_line
-    from pipeline.stages.base import gate_lines
+    from pipeline.stages.summary import gate_lines
 
     lines = [f"gate: {stats.get('records_out', 0):,} of {stats.get('records_in', 0):,} rows passed"]
     lines += gate_lines(stats)

@@ -606,7 +606,7 @@ def main(cfg, force: bool = False, progress: bool = True) -> dict:
 
 def summary(cfg, stats: dict) -> list[str]:
     from pipeline.stages.audit import audit_lines
-    from pipeline.stages.base import gate_lines
+    from pipeline.stages.summary import gate_lines
 
     lines = []
     if stats.get("teachers"):

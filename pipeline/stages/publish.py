@@ -229,7 +229,7 @@ def _ablation_section(path: Path) -> str:
 
 
 def _tokenizer(cfg):
-    from pipeline.train.tokenize import load_tokenizer, resolve_tokenizer
+    from pipeline.llm.tokenizer import load_tokenizer, resolve_tokenizer
 
     return load_tokenizer(resolve_tokenizer(cfg.tokenize.tokenizer, cfg.llm.model, cfg.llm.model_cache_dir))
 

@@ -540,7 +540,7 @@ def main(cfg: Config, force: bool = False, progress: bool = True) -> dict:
 
 def summary(cfg: Config, stats: dict) -> list[str]:
     from pipeline.stages.audit import audit_lines
-    from pipeline.stages.base import gate_lines
+    from pipeline.stages.summary import gate_lines
 
     lines = gate_lines(stats) + audit_lines(stats)
     for style, m in stats.get("rephrase", {}).get("by_style", {}).items():
