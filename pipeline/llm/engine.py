@@ -8,6 +8,7 @@ as soon as a chunk returns), structured-output parsing, and metrics.
 
 from __future__ import annotations
 
+import json
 import time
 import zlib
 from pathlib import Path
@@ -54,12 +55,35 @@ class Engine:
         gpus = cfg.gpus if cfg.gpus is not None else self._default_gpus()
         self.metrics = Metrics(self.name, cfg.model, cfg.cost_per_gpu_hour, gpus)
         self.max_model_len: int | None = cfg.max_model_len
+        # answers as they come (a backend reports each sub-batch or request): what the progress line shows
+        self.progress = {"asked": 0, "answered": 0, "cached": 0, "completion_tokens": 0, "since": time.time()}
+        self._progress_written = 0.0
         t0 = time.monotonic()
         quiet_hf()
         self._load()
         self.metrics.load_s = time.monotonic() - t0
         # the request cache keys on the model's identity (its weights), rows keep the configured name
         self.model_identity = self._identity()
+
+    def answered(self, results: list) -> None:
+        """A backend hook: these results just came back (a sub-batch, one request). Counted for the
+        progress line, written at most once a second, so a batch log moves inside a long engine call."""
+        self.progress["answered"] += len(results)
+        self.progress["completion_tokens"] += sum(o.completion_tokens for r in results if r for o in r.outputs)
+        self._write_progress()
+
+    def _write_progress(self, force: bool = False) -> None:
+        if not self.metrics_path or (not force and time.monotonic() - self._progress_written < 1.0):
+            return
+        from pipeline.io.writer import atomic_write_text
+
+        self._progress_written = time.monotonic()
+        try:
+            path = self.metrics_path.parent.parent / "llm-progress" / self.metrics_path.name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(self.progress))
+        except OSError:
+            pass
 
     # ------------------------------------------------------------------ backend hooks
     def _identity(self) -> str:
@@ -128,6 +152,11 @@ class Engine:
                 results[i] = hit
             else:
                 todo.append(i)
+        self.progress["asked"] += len(requests)
+        done_now = len(requests) - len(todo)  # cached or refused at once
+        self.progress["answered"] += done_now
+        self.progress["cached"] += sum(1 for r in results if r is not None and r.cached)
+        self._write_progress(force=True)
         send: list[Request] = []
         send_idx: list[int] = []
         send_tokens: list[int | None] = []
@@ -136,6 +165,7 @@ class Engine:
             fitted, failure, n, was_cut = self._fit(requests[i])
             if failure is not None:
                 results[i] = failure
+                self.progress["answered"] += 1
                 continue
             send.append(fitted)
             send_idx.append(i)
@@ -157,6 +187,11 @@ class Engine:
                     self.cache.put_many(done)
                 raise pf.error from None
             elapsed = time.monotonic() - t0
+            # whatever the backend did not report as it went is counted now: answered == asked after a call
+            self.progress["answered"] = self.progress["asked"]
+            self.progress["completion_tokens"] = self.metrics.completion_tokens + sum(
+                o.completion_tokens for r in produced if r for o in r.outputs)
+            self._write_progress(force=True)
             for i, req, res in zip(send_idx, send, produced):
                 res.truncated = i in truncated
                 if req.response_format and res.error is None:

@@ -99,8 +99,10 @@ class TransformersEngine(TokenizerMixin, Engine):
             texts = [self.render(r.messages) for r in sub]
             enc = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
             for b in self._batches(sub, [len(e) for e in enc]):
-                for j, res in zip(b, self._generate([sub[k] for k in b], [enc[k] for k in b])):
+                got = self._generate([sub[k] for k in b], [enc[k] for k in b])
+                for j, res in zip(b, got):
                     out[idx[j]] = res
+                self.answered(got)  # the progress line moves with each sub-batch
         return out  # type: ignore[return-value]
 
     def _choice_fn(self, choices: list[str], prompt_len: int):

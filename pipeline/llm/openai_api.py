@@ -170,8 +170,12 @@ class OpenAIEngine(TokenizerMixin, Engine):
                                     timeout=oc.timeout_s)
         sem = asyncio.Semaphore(oc.concurrency)
         try:
-            got = await asyncio.gather(*(self._one(client, sem, r, n) for r, n in zip(requests, prompt_tokens)),
-                                       return_exceptions=True)
+            async def tracked(req, n):  # the progress line moves with each answer
+                res = await self._one(client, sem, req, n)
+                self.answered([res])
+                return res
+
+            got = await asyncio.gather(*(tracked(r, n) for r, n in zip(requests, prompt_tokens)), return_exceptions=True)
         finally:
             await client.close()
         errors = [g for g in got if isinstance(g, BaseException)]

@@ -227,7 +227,7 @@ def _run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], f
                         f"(kill {pids}) and rerun") from None
     become_subreaper()
     t0 = time.time()
-    monitor = ProgressMonitor(logs, plan.total_hint if plan else None, cfg.executor.tasks,
+    monitor = ProgressMonitor(logs, plan.total_hint if plan else None, cfg.executor.tasks, stage=stage,
                               enabled=progress and cfg.executor.kind == "local")
     try:
         with monitor, quiet_datatrove():

@@ -80,7 +80,23 @@ def _failed_log(logging_dir: Path, job_id: str | None, ranks: list[int]) -> str:
 
 
 def stage_status(folder: Path) -> dict:
-    """One stage folder: {"stage", "state": done|running|pending|failed|stopped|not started, "passes": [...]}."""
+    """One stage folder: {"stage", "state": done|running|pending|failed|stopped|unknown|not started, "passes": [...],
+    "progress": the live line of an unfinished one (documents read, tasks, an LLM stage's answers)}."""
+    s = _stage_status(folder)
+    if s["state"] not in ("done", "not started") and (folder / "_logs" / "progress").exists():
+        import yaml
+
+        from pipeline.stages.progress import ProgressMonitor
+
+        try:  # the task count of the run in the folder (its resolved config)
+            tasks = int(yaml.safe_load((folder / "config.yaml").read_text())["executor"]["tasks"])
+        except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+            tasks = len(list((folder / "_logs" / "progress").glob("*.json")))
+        s["progress"] = ProgressMonitor(folder / "_logs", None, tasks, enabled=False).line(snapshot=True)
+    return s
+
+
+def _stage_status(folder: Path) -> dict:
     stats = folder / "stats.json"
     if stats.exists():
         st = json.loads(stats.read_text())
@@ -206,6 +222,8 @@ def lines(cfg, r: dict) -> list[str]:
     out = []
     for s in r["stages"]:
         out.append(f"{s['folder']}: {s.get('stage') or '?'}: {s['state']}" + (f" ({s['detail']})" if s.get("detail") else ""))
+        if s.get("progress"):
+            out.append(f"  progress: {s['progress']}")
         for p in s.get("passes", []):
             out.append(f"  {p['name']:<16} job {p['job']:<8} {p['state']:<8} {p['tasks_done']}/{p['tasks']} tasks"
                        + (f" (Slurm: {p['slurm_state']})" if p.get("slurm_state") else "")
