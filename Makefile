@@ -96,8 +96,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check pipeline classifiers tests bench
 	$(BIN)/lint-imports
 
+# two pytest workers by module (a module's fixtures run once): the cluster tests wait on their jobs while
+# the other worker runs the CPU-bound ones; TEST_WORKERS=0 runs them one after another
+TEST_WORKERS ?= 2
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope) $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_seeds.py

@@ -146,6 +146,10 @@ def _take(fd: int) -> None:
 
 
 def _alive(pid) -> bool:
+    """Running (a zombie, dead but not reaped yet, is not)."""
     import psutil
 
-    return isinstance(pid, int) and psutil.pid_exists(pid)
+    try:
+        return isinstance(pid, int) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

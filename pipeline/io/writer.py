@@ -221,11 +221,15 @@ class TaskStart(PipelineStep):
 
 
 def _process_key(pid: int) -> tuple[int, float] | None:
-    """A process named so that a reused pid is not mistaken for it: (pid, start time)."""
+    """A process named so that a reused pid is not mistaken for it: (pid, start time); None when it is gone
+    or a zombie (dead, not yet reaped: a parent that never waits, such as a subreaper, keeps it listed)."""
     import psutil
 
     try:
-        return pid, psutil.Process(pid).create_time()
+        p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return pid, p.create_time()
     except psutil.Error:
         return None
 
