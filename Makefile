@@ -110,6 +110,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_meaning.py
 	$(BIN)/python bench/bench_rephrase.py
 	$(BIN)/python bench/bench_dedup.py
+	$(BIN)/python bench/bench_minhash.py
 	$(BIN)/python bench/bench_decontaminate.py
 	$(BIN)/python bench/bench_classifier.py
 	$(BIN)/python bench/bench_train.py

@@ -1,6 +1,6 @@
 """MinHash dedup at 20,000+ documents: synthweb's dedup vs datatrove's stages called directly, one core.
 
-Corpus: distinct real text (FineWeb and Common Crawl pages from ../shared/data, cut into passages of 200
+Corpus: distinct real text (FineWeb and Common Crawl pages from ../shared/data, cut into passages of 150
 words so that there are enough distinct documents), plus 10% planted near-duplicates (a passage with 2% of
 its words changed), ids unique. Both sides use the same MinHash parameters (5-gram word shingles, 14 bands x
 8 hashes, seed 1), one task and one worker, in this process, one after the other:
@@ -39,7 +39,7 @@ def corpus(n: int) -> tuple[Path, dict[str, str]]:
     passages = []
     for t in texts:
         w = t.split()
-        passages += [" ".join(w[i:i + 200]) for i in range(0, len(w) - 150, 200)]
+        passages += [" ".join(w[i:i + 150]) for i in range(0, len(w) - 100, 150)]
     passages = list(dict.fromkeys(passages))
     base = int(n / 1.1)
     if len(passages) < base:
