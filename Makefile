@@ -28,7 +28,7 @@ help:
 	@echo "make train     - seeds -> tokenize -> train the tiny model on them, evaluate (output/train/)"
 	@echo "make ablate    - configs/ablation.yaml: higher- vs lower-scored FineWeb pages, 2 seeds each (output/ablation/)"
 	@echo "make publish   - output/generate/textbooks as a Hub dataset layout + card in output/publish (PUBLISH=\"--repo-id you/name\" pushes)"
-	@echo "make test      - the test suite (real data from ../shared/data when present)"
+	@echo "make test      - the test suite, two workers (TEST_WORKERS=N; real data from ../shared/data when present)"
 	@echo "make infer     - run a prompts file through the LLM engine: make infer ARGS='--input prompts.jsonl'"
 	@echo "make slurm-up  - a single-node Slurm cluster on 127.0.0.1 (root; installs slurm-wlm + munge) for the Slurm tests"
 	@echo "make slurm-down - stop it"
