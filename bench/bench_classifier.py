@@ -30,7 +30,7 @@ def quality() -> None:
     from classifiers.data import load_labelled
     from classifiers.model import Classifier
     from classifiers.train import evaluate, train_classifier
-    from pipeline.config import load_config
+    from pipeline.stages import load_config
 
     cfg = load_config(None).classifier
     variants = (("minilm-mlp", cfg), ("minilm-mlp-1window", cfg.model_copy(update={"windows": 1})),

@@ -46,9 +46,9 @@ def main() -> None:
     ap.add_argument("--negatives", type=int, default=300)
     ap.add_argument("--clean", type=int, default=300)
     args = ap.parse_args()
-    from pipeline.config import DecontaminateConfig, EncoderConfig
+    from pipeline.config import EncoderConfig
     from pipeline.embed import shared_encoder
-    from pipeline.stages.decontaminate import BenchmarkIndex, benchmark_files, load_benchmark
+    from pipeline.stages.decontaminate import BenchmarkIndex, DecontaminateConfig, benchmark_files, load_benchmark
     from pipeline.stages.paraphrase import SemanticIndex
     from tests.planting import BENCH, planted_corpus, planted_paraphrases
 

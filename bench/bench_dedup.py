@@ -50,8 +50,7 @@ def write_corpus(n: int, name: str) -> Path:
 
 
 def ours(src: Path) -> tuple[float, int]:
-    from pipeline.config import load_config
-    from pipeline.stages import dedup
+    from pipeline.stages import dedup, load_config
     from pipeline.stages.base import run_stage
 
     out = OUT / "ours"

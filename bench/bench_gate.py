@@ -68,7 +68,7 @@ def seeds(n: int, which: str) -> list[dict]:
 
 def prompts(pages: list[dict], family: str) -> list[tuple[str, str, str]]:
     """(seed id, prompt, seed extract) per page, every prompt in one format family."""
-    from pipeline.config import load_config
+    from pipeline.stages import load_config
     from pipeline.stages.generate import PromptBuilder, extract_of
 
     cfg = load_config(None, [f"generate.formats={{{family}: 1}}"])
@@ -90,10 +90,11 @@ def main() -> None:
     ap.add_argument("--show", type=int, default=0, help="print this many replies per combination")
     args = ap.parse_args()
 
-    from pipeline.config import load_config, merge_llm
     from pipeline.gate import QualityGate
+    from pipeline.llm.config import merge_llm
     from pipeline.llm.engine import make_engine, sampling_for
     from pipeline.llm.types import Request
+    from pipeline.stages import load_config
     from pipeline.stages.audit import ABOUT_SOURCE, HOLDS_TOGETHER
 
     cfg = load_config()
@@ -173,8 +174,8 @@ def judge_agreement(cfg, engine, pages, args, lengths, replies) -> dict:
     pick, among prompts where both of the last two settings' answers were kept."""
     from datatrove.data import Document
 
-    from pipeline.config import load_config
     from pipeline.meaning import rank_score
+    from pipeline.stages import load_config
     from pipeline.stages.judge import Judge
 
     names = args.settings.split(",")

@@ -36,7 +36,7 @@ def write_seeds(n: int, name: str) -> Path:
 
 
 def prompt_construction(pages: list[dict]) -> float:
-    from pipeline.config import load_config
+    from pipeline.stages import load_config
     from pipeline.stages.generate import PromptBuilder, extract_of
 
     cfg = load_config()
@@ -53,8 +53,7 @@ def prompt_construction(pages: list[dict]) -> float:
 def stage_generation(seeds: Path, max_tokens: int) -> tuple[dict, list[dict]]:
     import pyarrow.parquet as pq
 
-    from pipeline.config import load_config
-    from pipeline.stages import generate
+    from pipeline.stages import generate, load_config
     from pipeline.stages.base import run_stage
 
     out = OUT / "stage"

@@ -87,8 +87,7 @@ def raw_vllm(cfg, rows, seed: int) -> tuple[int, float]:
 
 
 def pipeline_run(backend: str, src: Path, n: int, max_tokens: int) -> dict:
-    from pipeline.config import load_config
-    from pipeline.stages import infer
+    from pipeline.stages import infer, load_config
     from pipeline.stages.base import run_stage
 
     out = OUT / f"pipeline-{backend}"

@@ -41,8 +41,8 @@ def main() -> None:
     args = ap.parse_args()
     from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
 
-    from pipeline.config import load_config
     from pipeline.meaning import Meaning
+    from pipeline.stages import load_config
     from tests.conftest import CC_SAMPLE, LEGAL, real_pages
 
     if not (LEGAL.exists() and CC_SAMPLE.exists()):

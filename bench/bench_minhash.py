@@ -61,8 +61,7 @@ def corpus(n: int) -> tuple[Path, dict[str, str]]:
 
 
 def ours(src: Path) -> tuple[float, set[str]]:
-    from pipeline.config import load_config
-    from pipeline.stages import dedup
+    from pipeline.stages import dedup, load_config
     from pipeline.stages.base import run_stage
     from tests.conftest import read_rows
 

@@ -50,8 +50,7 @@ def chunking(texts: list[str]) -> dict:
 def stage(pages: Path, max_tokens: int) -> tuple[dict, list[dict], object]:
     import pyarrow.parquet as pq
 
-    from pipeline.config import load_config
-    from pipeline.stages import rephrase
+    from pipeline.stages import load_config, rephrase
     from pipeline.stages.base import run_stage
 
     out = OUT / "stage"

@@ -42,7 +42,7 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    from pipeline.config import TrainDataset, load_config
+    from pipeline.stages import load_config
     from pipeline.train.data import TokenFiles
     from pipeline.train.loop import Trainer
     from pipeline.train.model import (
@@ -51,7 +51,7 @@ def main() -> None:
         flops_per_token,
         llama_config,
     )
-    from pipeline.train.tokenize import tokenize
+    from pipeline.train.tokenize import TrainDataset, tokenize
 
     cfg = load_config(None, [f"train.preset={args.preset}", f"train.seq_len={args.seq_len}",
                              f"train.micro_batch_size={args.micro}", f"train.tokens={args.seq_len * args.micro * args.steps}",

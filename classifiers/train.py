@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from classifiers.config import ClassifierConfig
 from classifiers.data import Labelled, load_labelled
 from classifiers.model import (
     ClassifierSpec,
@@ -28,7 +29,6 @@ from classifiers.model import (
     make_head,
     save_spec,
 )
-from pipeline.config import ClassifierConfig
 from pipeline.errors import StageFailed, UserError
 
 

@@ -34,7 +34,8 @@ from functools import lru_cache
 
 from datatrove.data import Document
 
-from pipeline.config import DATATROVE_FILTERS, EncoderConfig, QualityGateConfig
+from pipeline.config import EncoderConfig
+from pipeline.gate_config import DATATROVE_FILTERS, QualityGateConfig
 from pipeline.meaning import MEANING_CHECKS, Meaning
 
 # check names, in the order they run; filter_reason is "gate_<name>"

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.config import EncoderConfig, MeaningCheck
+from pipeline.config import EncoderConfig
+from pipeline.gate_config import MeaningCheck
 
 # check names, in the order they are reported (filter_reason gate_<name>)
 MEANING_CHECKS = ("off_topic", "incoherent", "quality_drop")

@@ -49,7 +49,7 @@ ONLY = "SYNTHWEB_RUN_STAGE"  # a Slurm stage job: the one stage it runs
 class Runner:
     def __init__(self, config: str | None, overrides: list[str], output: str | None = None, force: bool = False,
                  until: str | None = None, progress: bool = True, log=print):
-        from pipeline.config import load_config
+        from pipeline.stages import load_config
 
         self.config, self.overrides = config, list(overrides)
         if output:

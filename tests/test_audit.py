@@ -7,7 +7,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import load_config
+from pipeline.stages import load_config
 from pipeline.stages.audit import Auditor
 from tests.conftest import real_pages, synthweb
 

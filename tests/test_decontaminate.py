@@ -148,8 +148,7 @@ def test_unknown_columns_name_what_was_found(tmp_path):
 
 def test_planted_forms_on_every_shared_benchmark():
     """Per form recall >= 0.95, precision >= 0.99, no hard negative removed (the index holds all 11 files)."""
-    from pipeline.config import DecontaminateConfig
-    from pipeline.stages.decontaminate import BenchmarkIndex
+    from pipeline.stages.decontaminate import BenchmarkIndex, DecontaminateConfig
     from tests.planting import FORMS, planted_corpus
 
     d = DecontaminateConfig()

@@ -18,7 +18,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import load_config
 from pipeline.gate import (
     QualityGate,
     ends_mid_sentence,
@@ -26,6 +25,7 @@ from pipeline.gate import (
     script_stats,
     trim_to_sentence,
 )
+from pipeline.stages import load_config
 from pipeline.stages.generate import PromptBuilder, extract_of
 from tests.conftest import CC_SAMPLE, need, real_pages, synthweb
 

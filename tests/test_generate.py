@@ -12,9 +12,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import load_config
 from pipeline.errors import UserError
 from pipeline.prompts import PROMPTS_DIR, load_template
+from pipeline.stages import load_config
 from pipeline.stages.generate import PromptBuilder, extract_of
 from pipeline.stages.personas import read_persona_file
 from tests.conftest import (

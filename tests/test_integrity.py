@@ -11,8 +11,8 @@ import json
 import pytest
 from datatrove.pipeline.base import PipelineStep
 
-from pipeline.config import load_config
 from pipeline.errors import StageFailed
+from pipeline.stages import load_config
 from tests.conftest import CC_SAMPLE, need
 
 

@@ -8,12 +8,13 @@ import sys
 
 import pytest
 
-from pipeline.config import LLMConfig, load_config
 from pipeline.errors import UserError
 from pipeline.llm import structured
+from pipeline.llm.config import LLMConfig
 from pipeline.llm.engine import make_engine, sampling_for
 from pipeline.llm.models import resolve_model
 from pipeline.llm.types import Request
+from pipeline.stages import load_config
 from tests.conftest import (
     REPO,
     load_stats,

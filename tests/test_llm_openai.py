@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.config import LLMConfig
 from pipeline.errors import UserError
+from pipeline.llm.config import LLMConfig
 from pipeline.llm.engine import make_engine, sampling_for
 from pipeline.llm.models import resolve_model
 from pipeline.llm.types import Request

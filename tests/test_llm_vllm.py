@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-from pipeline.config import LLMConfig
+from pipeline.llm.config import LLMConfig
 from pipeline.llm.engine import make_engine, sampling_for
 from pipeline.llm.types import Request
 from tests.conftest import load_stats, read_rows, real_pages, synthweb, write_prompts

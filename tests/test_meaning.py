@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
 from pipeline.gate import QualityGate
 from pipeline.meaning import Meaning
+from pipeline.stages import load_config
 from tests.conftest import CC_SAMPLE, load_stats, need, read_rows, synthweb
 
 DATA = Path(__file__).parent / "data"

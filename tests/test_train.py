@@ -138,8 +138,7 @@ def test_mixture_draws_by_weight_and_resumes(tokens):
 
 
 def test_lr_schedules():
-    from pipeline.config import TrainConfig
-    from pipeline.train.loop import lr_lambda
+    from pipeline.train.loop import TrainConfig, lr_lambda
 
     cos = lr_lambda(TrainConfig(schedule="cosine", warmup_steps=10, min_lr_ratio=0.1, tokens=10**6), 100)
     assert cos(0) == pytest.approx(0.1) and cos(9) == pytest.approx(1.0)

@@ -13,10 +13,10 @@ import time
 import zlib
 from pathlib import Path
 
-from pipeline.config import LLMConfig
 from pipeline.errors import UserError
 from pipeline.llm import structured
 from pipeline.llm.cache import RequestCache
+from pipeline.llm.config import LLMConfig
 from pipeline.llm.metrics import Metrics
 from pipeline.llm.types import Message, Request, Result, Sampling
 from pipeline.logs import quiet_hf

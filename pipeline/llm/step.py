@@ -15,7 +15,7 @@ from pathlib import Path
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from pipeline.config import LLMConfig
+from pipeline.llm.config import LLMConfig
 from pipeline.llm.types import Request, Result
 
 

@@ -183,7 +183,7 @@ class Report:
                 fig, ax = self.fig(5, 3)
                 ax.hist(sc, bins=30, color="#9467bd")
                 if self.stats.get("filter"):
-                    from pipeline.config import load_config
+                    from pipeline.stages import load_config
 
                     try:
                         f = load_config(self.run / "filter" / "config.yaml").filter

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline import registry as names
-
 
 @dataclass(frozen=True)
 class Option:
@@ -116,12 +114,20 @@ class Stage:
     subset: str | None = None  # the final dataset it makes (a config of the published dataset), by this name
     llm: bool = False  # its rows are written by an LLM (the report's compute, the card's model line)
     card: Callable[[dict, dict, dict], list[str]] | None = None  # card(config, stats, facts): its lines in the card
-    settings: type | None = None  # its own config section (a pydantic model), for a stage registered from code
+    # its own config sections: {section: pydantic model}, or one model for a section named after the stage
+    settings: dict[str, type] | type | None = None
+    check: Callable[[Any], None] | None = None  # a check across sections (raises ValueError naming the keys)
     refines: bool = False  # runs once per final dataset and replaces it downstream (dedup, decontaminate)
 
     @property
     def run_folder(self) -> str:
         return self.folder or self.name
+
+    @property
+    def sections_owned(self) -> dict[str, type]:
+        if isinstance(self.settings, dict):
+            return self.settings
+        return {self.name.replace("-", "_"): self.settings} if self.settings is not None else {}
 
 
 # name -> "module:attribute" of its Stage, in pipeline order; commands outside `synthweb run` last
@@ -151,7 +157,6 @@ def configure(stage: Stage, config: str | None, overrides: list[str], input=None
               values: dict | None = None) -> tuple[Any, dict]:
     """(config, keywords of ``main``) for one call: the config file, then ``overrides``, then the stage's
     options (as overrides or keywords), then --input/--output. The CLI and ``synthweb run`` both use it."""
-    from pipeline.config import load_config
     from pipeline.errors import UserError
 
     if stage.needs and any(not {"input": input, "output": output}[k] for k in stage.needs):
@@ -172,6 +177,57 @@ def configure(stage: Stage, config: str | None, overrides: list[str], input=None
         kw.update({k: str(v) if v is not None else None for k, v in (("input", input), ("output", output))
                    if getattr(stage, f"{k}_help")})
     return (load_config(config, overrides) if stage.config else None), kw
+
+
+_MODEL: dict[str, Any] = {}
+
+
+def config_model() -> type:
+    """The whole config: the shared sections (pipeline.config), the LLM's and the quality gate's (beside the
+    code that reads them) and each registered stage's own, in pipeline order. Built once per registry."""
+    if "model" not in _MODEL:
+        from pydantic import create_model, model_validator
+
+        from pipeline import config
+        from pipeline.config import Config
+        from pipeline.gate_config import QualityGateConfig
+        from pipeline.llm.config import LLMConfig
+
+        sections: dict[str, type] = {"llm": LLMConfig, "quality_gate": QualityGateConfig}
+        checks = []
+        for stage in all_stages():
+            for name, model in stage.sections_owned.items():
+                if name in Config.model_fields or name in sections:
+                    raise ValueError(f"stage {stage.name!r}: config section {name!r} exists already")
+                sections[name] = model
+            checks += [stage.check] if stage.check else []
+        config.STAGES[:] = run_stages()
+
+        def across(cfg):
+            for check in checks:
+                check(cfg)
+            return cfg
+
+        _MODEL["model"] = create_model(
+            "Config", __base__=Config, __module__=__name__,
+            __validators__={"_across_sections": model_validator(mode="after")(across)},
+            **{n: (m, m()) for n, m in sections.items()})
+    return _MODEL["model"]
+
+
+def __getattr__(name: str):
+    """``pipeline.stages.Config`` is the whole config model: a config pickled to a worker finds its class here."""
+    if name == "Config":
+        return config_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load_config(path=None, overrides: list[str] | None = None):
+    """Load a YAML config (default: configs/default.yaml), apply ``--set`` overrides, validate every section:
+    an unknown key, a wrong type or a misspelt section is an error naming the file and line or the --set."""
+    from pipeline.config import read_config
+
+    return read_config(config_model(), path, overrides)
 
 
 def get(name: str) -> Stage:
@@ -216,6 +272,12 @@ def main_tags() -> tuple[str, ...]:
     return tuple(sorted({s.main_tag for s in all_stages()}))
 
 
+def unregister(name: str) -> None:
+    """Remove a stage added with ``register`` (and its config sections)."""
+    REGISTRY.pop(name, None)
+    _MODEL.clear()
+
+
 def register(stage: Stage, after: str | None = None) -> None:
     """Add a stage (a plugin, a test's toy stage); with a plan, it runs in ``synthweb run`` after ``after``."""
     items = [(k, v) for k, v in REGISTRY.items() if k != stage.name]
@@ -223,9 +285,4 @@ def register(stage: Stage, after: str | None = None) -> None:
     items.insert(at, (stage.name, stage))
     REGISTRY.clear()
     REGISTRY.update(items)
-    if stage.settings is not None:  # its section, named after it: `--set toy.key=value` works at once
-        from pipeline.config import register_section
-
-        register_section(stage.name.replace("-", "_"), stage.settings)
-    if stage.plan is not None:
-        names.STAGES[:] = run_stages()
+    _MODEL.clear()  # its sections and its name in run.stages join the config: `--set toy.key=value` works at once

@@ -23,19 +23,52 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 from datatrove.data import Document
+from pydantic import Field, ValidationError, field_validator
 
-from pipeline.config import Config, LLMConfig, merge_llm
+from pipeline.config import Config, Strict
 from pipeline.errors import UserError
+from pipeline.llm.config import LLMConfig, merge_llm
 from pipeline.llm.engine import make_engine, sampling_for
 from pipeline.llm.step import LLMStep, cpu_threads
 from pipeline.llm.types import Request
 from pipeline.prompts import template
 from pipeline.stages import Call, Stage
 from pipeline.stages.base import StageContext
+
+
+class AnnotateConfig(Strict):
+    """``synthweb annotate``: an LLM scores each document 0-5 with an additive rubric (FineWeb-Edu style)."""
+
+    template: str = "edu"  # prompts/annotate/<template>.j2 (edu: educational value; legal: legal value)
+    score_label: str = "Educational score"  # the final-line label the template asks for ("<label>: N")
+    max_chars: int = Field(default=3000, ge=100)  # document text shown to the annotator, cut at a word boundary
+    # free: one reply, its last "<label>: N" line parsed; constrained: the justification, then the score
+    # decoded as one of 0..5 in a second turn (any backend; small models never miss the format);
+    # json: one reply as {"reasoning", "score"} under the backend's JSON constraint (vllm, openai)
+    mode: Literal["free", "constrained", "json"] = "free"
+    max_tokens: int = Field(default=256, ge=1)  # justification length
+    limit: int | None = Field(default=None, ge=1)  # annotate at most this many documents
+    jury: list[dict[str, Any]] = []  # extra annotators: llm overrides each, e.g. {model: ..., sampling: {...}}
+    aggregate: Literal["mean", "median"] = "mean"
+    prompts_dir: str | None = None
+
+    @field_validator("jury")
+    @classmethod
+    def _jury(cls, v: list[dict]) -> list[dict]:
+        for i, member in enumerate(v):
+            try:
+                LLMConfig.model_validate(member)
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(str(x) for x in err["loc"])
+                raise ValueError(f"jury[{i}].{where}: {err['msg']}") from None
+        return v
+
 
 SCORES = [str(i) for i in range(6)]
 JSON_SCHEMA = {"type": "object", "properties": {"reasoning": {"type": "string"},
@@ -297,6 +330,7 @@ def summary(cfg: Config, stats: dict) -> list[str]:
 
 
 STAGE = Stage(
+    settings={"annotate": AnnotateConfig},
     sections=("run", "input", "executor", "writer", "llm", "annotate"), funnel="annotated", llm=True,
     name="annotate", help="documents -> 0-5 scores from the LLM with the rubric in prompts/annotate/ (justification kept)",
     description="Score every document of --input with the additive 0-5 rubric of prompts/annotate/<annotate.template>.j2 "

@@ -25,10 +25,27 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from pydantic import Field
 
-from pipeline.config import AuditConfig, QualityGateConfig
+from pipeline.config import Strict
 from pipeline.errors import UserError
+from pipeline.gate_config import QualityGateConfig
 from pipeline.stages import Option, Stage
+
+
+class AuditConfig(Strict):
+    """``synthweb audit`` and the audit line of generate/rephrase: signs of synthetic text."""
+
+    phrases: list[str] = ["as an AI language model", "delve", "tapestry", "it is important to note",
+                          "it's important to note", "in conclusion", "testament to", "in today's fast-paced world",
+                          "navigate the complexities", "embark on a journey", "multifaceted",
+                          "I hope this helps"]  # matched case-insensitively at a word start ("delve" finds "delves")
+    refusals: list[str] = [r"\bI(?: am|'m) (?:sorry|unable|not able)\b", r"\bI can(?:no|')t (?:help|assist|provide|fulfil)",
+                           r"\bas an AI\b"]  # regexes, looked for in the first 400 characters
+    opening_words: int = Field(default=3, ge=1)
+    top_openings: int = Field(default=20, ge=1)
+    min_documents_for_openings: int = Field(default=300, ge=1)  # below: the openings share is not reported
+    gate_sample: int | None = Field(default=5000, ge=1)  # degeneration figures on an even sample of this many per shard
 
 
 class Auditor:
@@ -332,6 +349,7 @@ def _lines(cfg, r: dict) -> list[str]:
 
 
 STAGE = Stage(
+    settings={"audit": AuditConfig},
     name="audit", help="shards -> signs of synthetic text per shard and per stage (proxy phrases, refusals, openings)",
     description="Read every Parquet shard under --input and report, overall, per stage (the last entry of each "
     "row's history) and per shard: mean length, the share of documents with LLM proxy phrases (audit.phrases) "

@@ -17,17 +17,49 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
+from pydantic import Field, model_validator
 
-from pipeline.config import Config
+from classifiers.config import ClassifierConfig
+from pipeline.config import Config, Strict
 from pipeline.errors import UserError
 from pipeline.llm.step import cpu_threads
 from pipeline.stages import Call, Option, Stage
 from pipeline.stages.base import RunOnce, StageContext
+
+
+class ClassifyConfig(Strict):
+    """``synthweb classify``: score every document with one or more classifiers (Nemotron-CC ensemble)."""
+
+    classifiers: list[str] = []  # classifier folders; the first gives score/int_score
+    ensemble: bool = True  # with several classifiers: percentile bins per classifier, ensemble = max bin
+    bins: int = Field(default=20, ge=2, le=100)
+    sample_size: int = Field(default=10000, ge=20)  # documents scored to fit the bin edges
+    # bucket label -> first ensemble bin of that bucket (ascending); default: five equal groups of 4 bins
+    buckets: dict[str, int] = {"low": 0, "medium_low": 4, "medium": 8, "medium_high": 12, "high": 16}
+    chunk_size: int = Field(default=1024, ge=1)  # documents scored per call (length-sorted inside)
+    device: str = "auto"
+
+    @model_validator(mode="after")
+    def _buckets(self) -> "ClassifyConfig":
+        starts = list(self.buckets.values())
+        if not starts or starts[0] != 0 or starts != sorted(set(starts)) or starts[-1] >= self.bins:
+            raise ValueError(f"buckets must start at bin 0 and rise strictly below bins={self.bins}: {self.buckets}")
+        return self
+
+
+class FilterConfig(Strict):
+    """``synthweb filter``: keep documents at or above a threshold (int_score) or a bucket."""
+
+    threshold: float | None = 3
+    column: Literal["int_score", "score"] = "int_score"  # FineWeb-Edu keeps int_score >= 3
+    bucket: str | None = None  # instead of the threshold: keep this quality bucket and the ones above
+
 
 CLASSIFY_FIELDS = [
     pa.field("score", pa.float32()),
@@ -286,6 +318,7 @@ def _train_lines(cfg: Config, m: dict) -> list[str]:
 
 
 TRAIN = Stage(
+    settings={"classifier": ClassifierConfig},
     name="train-classifier", help="labelled texts -> BERT-style filter classifier (safetensors + card + metrics)",
     description="Deduplicate the labelled texts, split them stratified into train/validation/test, train an "
     "encoder classifier (classifier.mode frozen or finetune; or classifier.kind fasttext), choose the decision "
@@ -311,6 +344,7 @@ def classify_main(cfg: Config, force: bool = False, progress: bool = True) -> di
 
 
 STAGE = Stage(
+    settings={"classify": ClassifyConfig},
     sections=("run", "input", "executor", "writer", "classify"), funnel="classified",
     name="classify", help="shards -> the same shards with score/int_score (and ensemble bins) from classifiers",
     description="Score every document of --input with each --classifier: score and int_score from the first, "
@@ -338,6 +372,7 @@ def filter_card_lines(cfg: dict, st: dict, facts: dict) -> list[str]:
 
 
 FILTER = Stage(
+    settings={"filter": FilterConfig},
     sections=("run", "input", "executor", "writer", "filter"), main_tag="kept", funnel="filter kept",
     subset="filtered-web", card=filter_card_lines,
     name="filter", help="classified shards -> kept/ and removed/ (with reasons) by threshold or bucket",

@@ -21,15 +21,35 @@ import gzip
 import json
 import re
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 from datatrove.pipeline.base import PipelineStep
+from pydantic import Field
 
-from pipeline.config import Config
+from pipeline.config import Config, Strict
 from pipeline.errors import UserError
 from pipeline.stages import Option, Stage
 from pipeline.stages.base import StageContext
 from pipeline.stages.items import _WORD, Item, _squashed_words, words_of
+from pipeline.stages.paraphrase import ParaphraseCheck
+
+
+class DecontaminateConfig(Strict):
+    """``synthweb decontaminate``: documents containing benchmark items are removed (or flagged)."""
+
+    benchmarks: list[str] = []  # files, folders of them, or hf:NAME[:CONFIG]:SPLIT
+    columns: list[str] = []  # text columns of files in another layout (joined), e.g. [question, answer]
+    csv_columns: list[str] = []  # names of a headerless CSV's columns by position (default: header, or MMLU's layout)
+    ngram: int = Field(default=10, ge=3)  # word n-grams on normalised text (pass 1)
+    short_ngram: int = Field(default=4, ge=0)  # pass 2 for edited items when pass 1 confirms nothing (0: off)
+    max_gram_items: int = Field(default=8, ge=1)  # pass 2 ignores grams shared by more items (stock phrases)
+    min_overlap: float = Field(default=0.6, gt=0, le=1)  # share of the item's words matched in order, in runs of 2+
+    min_item_words: int = Field(default=8, ge=1)  # shorter items are not indexed (too generic to judge)
+    action: Literal["remove", "flag"] = "remove"
+    examples: int = Field(default=5, ge=0)  # per benchmark, in report.json
+    paraphrase: ParaphraseCheck = ParaphraseCheck()
+
 
 DECONT_FIELDS = [
     pa.field("contamination_benchmark", pa.string()),
@@ -493,6 +513,7 @@ def card_lines(cfg: dict, st: dict, facts: dict) -> list[str]:
 
 
 STAGE = Stage(
+    settings={"decontaminate": DecontaminateConfig},
     refines=True,
     sections=("run", "input", "executor", "writer", "decontaminate", "encoder"),  # encoder: the paraphrase pass
     card=card_lines,

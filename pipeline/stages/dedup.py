@@ -28,17 +28,45 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.dedup.minhash import MinhashDedupSignature
 from datatrove.utils.text import simplify_text
+from pydantic import Field
 
-from pipeline.config import Config
+from pipeline.config import Config, Strict
 from pipeline.errors import StageFailed, UserError
 from pipeline.stages import Call, Option, Stage, subsets
 from pipeline.stages.base import LOGS, RunOnce, StageContext
+
+
+class DedupConfig(Strict):
+    """``synthweb dedup``: near-duplicates removed through datatrove's MinHash stages."""
+
+    method: Literal["exact", "minhash", "semantic"] = "minhash"  # semantic: for synthetic text (paraphrases)
+    # exact: which text counts as the same (applied before hashing)
+    exact_normalise: list[Literal["lowercase", "whitespace", "punctuation", "digits", "nfkc"]] = [
+        "nfkc", "lowercase", "whitespace"]
+    keep: Literal["first", "highest_score", "longest"] = "first"  # exact: the copy kept (ties: first read)
+    priority_column: str = "score"  # for keep: highest_score
+    hash_buckets: int = Field(default=16, ge=1)  # exact: hashes partitioned so one bucket at a time is in memory
+    # semantic: the encoder section embeds each document; pairs at or above this cosine are duplicates
+    similarity: float = Field(default=0.9, gt=0, le=1)
+    ann_above: int = Field(default=50_000, ge=1)  # more documents than this: usearch HNSW instead of brute force
+    neighbours: int = Field(default=16, ge=1)  # per document, with the ANN index
+    ngram: int = Field(default=5, ge=1)  # word shingles
+    bands: int = Field(default=14, ge=1)  # 14 x 8: ~0.8 Jaccard catches with high probability
+    hashes_per_band: int = Field(default=8, ge=1)
+    seed: int = 1
+    language: str = "en"  # datatrove's word tokenizer for the shingles (with shingle_words: datatrove)
+    # how a simplified text (lowercase, no punctuation, normalised whitespace: datatrove's simplify_text) becomes
+    # words: whitespace splits it (6x faster than datatrove's spaCy tokenizer, the same recall and precision on
+    # the planted benchmark: bench/bench_dedup.py); datatrove: its word tokenizer for `language`
+    shingle_words: Literal["whitespace", "datatrove"] = "whitespace"
+
 
 DEDUP_FIELDS = [
     pa.field("dedup_method", pa.string()),
@@ -570,6 +598,7 @@ def card_lines(cfg: dict, st: dict, facts: dict) -> list[str]:
 
 
 STAGE = Stage(
+    settings={"dedup": DedupConfig},
     refines=True,
     sections=("run", "input", "executor", "writer", "dedup", "encoder"), card=card_lines,
     name="dedup", help="documents -> the same without near-duplicates (MinHash), exact copies or paraphrases",

@@ -18,11 +18,21 @@ from pathlib import Path
 import pyarrow as pa
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
+from pydantic import Field
 
-from pipeline.config import Config
+from pipeline.config import Config, Strict
 from pipeline.errors import UserError
 from pipeline.stages import Option, Stage
 from pipeline.stages.base import StageContext
+
+
+class GateStageConfig(Strict):
+    """``synthweb gate``: which columns of rows made elsewhere hold what the gate needs."""
+
+    source_column: str | None = None  # each row's source text; default: the first of seed_extract, source_chunk, ... prompt
+    prompt_column: str | None = None  # the prompt, for the echo check; default: prompt when the rows have it
+    chunk_size: int = Field(default=64, ge=1)  # rows per meaning batch (one encoder call)
+
 
 # where a row's source text is looked for, in this order (``source`` is provenance, never a text)
 SOURCE_COLUMNS = ("seed_extract", "source_chunk", "source_text", "source_document", "original_text", "document",
@@ -153,6 +163,7 @@ def summary(cfg: Config, stats: dict) -> list[str]:
 
 
 STAGE = Stage(
+    settings={"gate": GateStageConfig},
     sections=("run", "input", "executor", "writer", "encoder", "gate", "quality_gate"),
     name="gate", help="any dataset of LLM rows -> the quality gate (form and meaning): data/ and removed/ with reasons",
     description="Read rows (a file, a folder or a Hub dataset; --text-column names the text) and run every row through "

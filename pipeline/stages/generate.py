@@ -13,24 +13,98 @@ dropped goes to ``removed/`` with its reason.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import random
 import re
 from pathlib import Path
+from typing import Any, Literal
 
 import pyarrow as pa
 from datatrove.data import Document
+from pydantic import Field, ValidationError, field_validator
 
-from pipeline.config import Config, LLMConfig, merge_llm
+from pipeline.config import Config, Strict
 from pipeline.errors import UserError
+from pipeline.llm.config import LLMConfig, merge_llm
 from pipeline.llm.engine import make_engine, sampling_for
 from pipeline.llm.step import LLMStep, cpu_threads, default_cache_path
 from pipeline.llm.types import Request, Result
 from pipeline.prompts import load_yaml, template
 from pipeline.stages import Call, Stage
 from pipeline.stages.base import RunOnce, StageContext
-from pipeline.stages.judge import check_judge
+from pipeline.stages.judge import JudgeConfig, check_judge
+from pipeline.stages.personas import PersonasConfig
+from pipeline.stages.topics import TopicsConfig
+
+AUDIENCES = ("young_children", "middle_school", "high_school", "college", "researchers", "general_public")
+
+
+FORMATS = ("summary_explained", "rewrite", "explanation", "textbook_narrative", "textbook_academic", "lecture_notes", "blog_post", "wikihow", "story", "qa")
+
+
+class GenerateConfig(Strict):
+    """``synthweb generate``: seeds -> topics + personas -> prompt matrix -> LLM -> synthetic texts."""
+
+    num_prompts: int | None = Field(default=24, ge=1)  # seeds used (one prompt each); null: every seed
+    prompts_per_seed: int = Field(default=1, ge=1, le=16)
+    seed_extract_chars: int = Field(default=1000, ge=50)
+    audiences: dict[str, float] = {"young_children": 1, "middle_school": 1, "high_school": 2, "college": 3,
+                                   "researchers": 1, "general_public": 2}
+    formats: dict[str, float] = {"textbook_narrative": 3, "textbook_academic": 2, "lecture_notes": 1,
+                                 "blog_post": 1, "wikihow": 1, "story": 1, "qa": 1}
+    min_tokens: int = Field(default=50, ge=0)  # shorter generations go to removed/ (too_short)
+    # multi-teacher: a prompt none of whose answers passed the quality gate is asked again (new seeds) this
+    # many times before it goes to removed/ (rejection sampling; the retries cost only failing prompts)
+    retries: int = Field(default=1, ge=0, le=5)
+    on_length: Literal["keep", "drop"] = "keep"  # finish_reason == length: keep (flagged) or drop
+    strip_openers: bool = True
+    max_tokens: int = Field(default=1024, ge=16)  # overrides llm.sampling.max_tokens for generation
+    prompts_dir: str | None = None  # default: the repository's prompts/
+    topics: TopicsConfig = TopicsConfig()
+    personas: PersonasConfig = PersonasConfig()
+    # multi-teacher: each prompt goes to every teacher (llm overrides + a name), the judge keeps the best
+    teachers: list[dict[str, Any]] = []
+    judge: JudgeConfig = JudgeConfig()
+
+    @field_validator("teachers")
+    @classmethod
+    def _teachers(cls, v: list[dict]) -> list[dict]:
+        names = []
+        for i, t in enumerate(v):
+            if not isinstance(t, dict) or not str(t.get("name") or "").strip():
+                raise ValueError(f"teachers[{i}] needs a name, e.g. {{name: smol-1.7b, model: HuggingFaceTB/SmolLM2-1.7B-Instruct}}")
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", t["name"]):
+                raise ValueError(f"teachers[{i}].name {t['name']!r}: use letters, digits, '.', '_' or '-'")
+            try:
+                merge_llm(LLMConfig(), {k: x for k, x in t.items() if k != "name"})
+            except ValidationError as e:
+                err = e.errors()[0]
+                raise ValueError(f"teachers[{i}].{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+            names.append(t["name"])
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"two teachers are named {dup[0]!r}")
+        if len(v) == 1:
+            raise ValueError("one teacher is the llm section itself; name two or more, or none")
+        return v
+
+    @field_validator("audiences", "formats")
+    @classmethod
+    def _weights(cls, v: dict[str, float], info) -> dict[str, float]:
+        allowed = AUDIENCES if info.field_name == "audiences" else FORMATS
+        for name, w in v.items():
+            if name not in allowed:
+                close = difflib.get_close_matches(name, allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown {info.field_name[:-1]} {name!r} (known: {', '.join(allowed)}){hint}")
+            if not isinstance(w, (int, float)) or w < 0:
+                raise ValueError(f"weight of {name!r} must be a number >= 0")
+        if not v or sum(v.values()) <= 0:
+            raise ValueError(f"at least one {info.field_name[:-1]} needs a weight > 0")
+        return v
+
 
 GEN_FIELDS = [
     pa.field("prompt", pa.string()),
@@ -649,6 +723,7 @@ def card_lines(cfg: dict, st: dict, facts: dict) -> list[str]:
 
 
 STAGE = Stage(
+    settings={"generate": GenerateConfig},
     sections=("run", "input", "executor", "writer", "llm", "encoder", "generate", "quality_gate"), funnel="textbooks",
     subset="textbooks", llm=True, card=card_lines,
     name="generate", help="seeds -> topics + personas -> prompt matrix -> LLM -> synthetic textbooks",

@@ -10,16 +10,39 @@ With ``llm.sampling.n > 1`` each sample is a row (``sample_index``). Failed requ
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pyarrow as pa
 from datatrove.data import Document
+from pydantic import field_validator
 
+from pipeline.config import Strict
 from pipeline.errors import UserError
+from pipeline.llm.config import validate_format
 from pipeline.llm.engine import sampling_for
 from pipeline.llm.step import LLMStep, cpu_threads
 from pipeline.llm.types import Request, Result
 from pipeline.stages import Stage
 from pipeline.stages.base import StageContext
+
+
+class InferConfig(Strict):
+    """``synthweb infer``: run a file of prompts through the engine (each record: ``input.text_key``
+    is the user message; an optional ``system`` field is the system message; a ``messages`` list, when
+    present, is the whole conversation)."""
+
+    system_key: str = "system"
+    messages_key: str = "messages"
+    response_format: dict[str, Any] | None = None  # {type: choice, choices: [...]} | {type: json, schema: {...}}
+    keep_failures: bool = True  # failed requests go to OUTPUT/removed with the reason and raw reply
+    quality_gate: bool = False  # replies also pass the quality_gate section (off: infer serves any prompt)
+
+    @field_validator("response_format")
+    @classmethod
+    def _fmt(cls, v):
+        validate_format(v)
+        return v
+
 
 LLM_FIELDS = [
     pa.field("prompt", pa.string()),
@@ -133,6 +156,7 @@ def main(cfg, force: bool = False, progress: bool = True) -> dict:
 
 
 STAGE = Stage(
+    settings={"infer": InferConfig},
     sections=("run", "input", "executor", "writer", "llm", "infer", "quality_gate"), llm=True,
     name="infer", help="a file of prompts -> LLM answers (any backend), with request-level resume",
     description="Run every record of --input (JSONL/Parquet: the user message in input.text_key, optional "

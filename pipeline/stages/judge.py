@@ -13,15 +13,38 @@ from __future__ import annotations
 
 import random
 import string
+from typing import Any, Literal
 
 from datatrove.data import Document
+from pydantic import Field, model_validator
 
-from pipeline.config import Config, LLMConfig, merge_llm
+from pipeline.config import Config, Strict
 from pipeline.errors import UserError
+from pipeline.llm.config import LLMConfig, merge_llm
 from pipeline.llm.engine import sampling_for
 from pipeline.llm.types import Request
 from pipeline.prompts import template
 from pipeline.stages.annotate import cut_text
+
+
+class JudgeConfig(Strict):
+    """Multi-teacher generation: who picks the best of the teachers' answers to one prompt."""
+
+    # measures: the answer with the best faithfulness + coherence (+ quality score / 5) wins (the quality gate's
+    # meaning measurements; bench/bench_gate.py measures how often the 135M LLM judge agrees with it);
+    # llm: a judge prompt picks one; classifier: the highest score of a train-classifier folder
+    kind: Literal["measures", "llm", "classifier"] = "measures"
+    classifier: str | None = None  # kind classifier: a train-classifier folder (synthweb run fills in its own)
+    llm: dict[str, Any] = {}  # kind llm: overrides of the llm section for the judge model
+    template: str = "pick"  # prompts/judge/<template>.j2
+    max_chars: int = Field(default=2500, ge=200)  # each candidate shown to the LLM judge, cut at a word boundary
+    shuffle: bool = True  # candidates in a seeded random order per prompt (LLM judges favour positions)
+
+    @model_validator(mode="after")
+    def _check(self) -> "JudgeConfig":
+        if self.kind == "llm":
+            merge_llm(LLMConfig(), self.llm)
+        return self
 
 
 def check_judge(cfg: Config) -> None:

@@ -20,8 +20,30 @@ from __future__ import annotations
 import re
 
 import numpy as np
+from pydantic import Field
 
+from pipeline.config import Strict
 from pipeline.stages.items import Item, words_of
+
+
+class ParaphraseCheck(Strict):
+    """The semantic pass of decontaminate (pipeline/stages/paraphrase.py): a passage keeping most of a benchmark
+    item's answer and a share of its content words, confirmed by the encoder's cosine."""
+
+    enabled: bool = True
+    min_similarity: float = Field(default=0.8, ge=-1, le=1)  # cosine(passage, item) that confirms a candidate
+    min_content_overlap: float = Field(default=0.3, gt=0, le=1)  # share of the item's content words in the passage
+    min_answer_overlap: float = Field(default=0.75, ge=0, le=1)  # share of its gold answer's content words there
+    # items whose answer has no content word (yes/no, a letter): more of their own words and a closer embedding
+    no_answer_min_overlap: float = Field(default=0.5, gt=0, le=1)
+    no_answer_min_similarity: float = Field(default=0.85, ge=-1, le=1)
+    min_content_words: int = Field(default=4, ge=1)  # items with fewer content words are left to the n-gram pass
+    sentences: list[int] = [2, 3, 4]  # passages: windows of each of these many consecutive sentences (stride 1)
+    max_passage_words: int = Field(default=150, ge=10)
+    max_candidates: int = Field(default=5, ge=1)  # items per document whose best passages the encoder confirms
+    passages_per_item: int = Field(default=3, ge=1)
+    batch: int = Field(default=64, ge=1)  # documents per encoder call
+
 
 _SENT = re.compile(r"(?<=[.!?])\s+|\n+")
 

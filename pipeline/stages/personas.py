@@ -11,11 +11,26 @@ import re
 import zlib
 from pathlib import Path
 
-from pipeline.config import Config
+from pydantic import Field
+
+from pipeline.config import Config, Strict
 from pipeline.errors import UserError
 from pipeline.llm.engine import sampling_for
 from pipeline.llm.types import Request
 from pipeline.prompts import template
+
+
+class PersonasConfig(Strict):
+    enabled: bool = True
+    file: str | None = None  # JSONL or CSV of personas (PersonaHub style)
+    file_column: str = "persona"
+    file_limit: int | None = Field(default=2000, ge=1)
+    from_seeds: int = Field(default=16, ge=0)  # text-to-persona LLM calls on random seeds
+    expand: int = Field(default=0, ge=0)  # persona-to-persona LLM calls
+    min_chars: int = Field(default=15, ge=1)
+    max_chars: int = Field(default=300, ge=20)
+    dedup_threshold: float = Field(default=0.9, gt=0, le=1)  # cosine similarity above which personas are duplicates
+    include_probability: float = Field(default=0.5, ge=0, le=1)
 
 
 def read_persona_file(path: str, column: str, limit: int | None, min_chars: int, max_chars: int,

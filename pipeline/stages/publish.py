@@ -18,11 +18,29 @@ import time
 from pathlib import Path
 
 import yaml
+from pydantic import Field
 
 from pipeline import __version__
+from pipeline.config import Strict
 from pipeline.errors import UserError
 from pipeline.io.writer import atomic_write_text
 from pipeline.stages import Option, Stage, find, main_tags
+
+
+class PublishConfig(Strict):
+    """``synthweb publish``: final shards -> a Hugging Face dataset repository (layout + card)."""
+
+    repo_id: str | None = None  # namespace/name
+    subsets: dict[str, str] = {}  # config name -> a stage run folder (or its data/ or kept/)
+    ablation: str | None = None  # an ablate output folder: its table goes into the card
+    private: bool = False
+    license: str = "odc-by"
+    language: list[str] = ["en"]
+    task_categories: list[str] = ["text-generation"]
+    pretty_name: str | None = None
+    max_rows_per_shard: int = Field(default=100_000, ge=1)
+    count_tokens: bool = True  # tokens per config in the card, with tokenize.tokenizer (default: the generator's)
+    files_per_commit: int = Field(default=100, ge=1)  # without hf_xet: one commit per this many files (a rerun skips committed ones)
 
 
 def check_repo_id(repo_id: str) -> None:
@@ -490,6 +508,7 @@ def _publish(cfg, subsets: dict, dest: Path, ablation, repo_id, token, dry_run) 
 
 
 STAGE = Stage(
+    settings={"publish": PublishConfig},
     name="publish", help="final shards -> a Hugging Face dataset repo (data/<config>/*.parquet + dataset card)",
     description="Re-shard each --subset's final shards into data/<config>/train-NNNNN-of-NNNNN.parquet, write a "
     "dataset card (YAML configs, license, language, size; how each subset was made, from its run folder; the "

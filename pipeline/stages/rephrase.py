@@ -19,12 +19,14 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 from datatrove.data import Document
+from pydantic import Field, field_validator
 
-from pipeline.config import Config
+from pipeline.config import Config, Strict
 from pipeline.errors import UserError
 from pipeline.llm.engine import sampling_for
 from pipeline.llm.step import LLMStep, cpu_threads
@@ -32,6 +34,74 @@ from pipeline.llm.types import Request
 from pipeline.prompts import load_yaml, template
 from pipeline.stages import Call, Option, Stage
 from pipeline.stages.base import StageContext
+
+
+def routing_covers_buckets(cfg) -> None:
+    """Named quality buckets in rephrase.routing must map every bucket classify gives (a check across sections)."""
+    names = [k for k in cfg.rephrase.routing if not k.isdigit()]
+    missing = [b for b in cfg.classify.buckets if b not in cfg.rephrase.routing]
+    if names and missing:
+        raise ValueError(f"rephrase.routing leaves quality bucket {', '.join(repr(b) for b in missing)} unmapped "
+                         f"(classify.buckets: {', '.join(cfg.classify.buckets)}); map it, to [] for no rephrase")
+
+
+class StyleBudget(Strict):
+    input_tokens: int | None = Field(default=None, ge=16)  # source tokens per chunk
+    max_tokens: int | None = Field(default=None, ge=8)  # output budget
+
+
+NEMOTRON_STYLES = ["diverse_qa", "distill", "extract_knowledge", "knowledge_list"]
+
+
+class RephraseConfig(Strict):
+    """``synthweb rephrase``: pages cut into token-budgeted chunks and rewritten by the LLM in WRAP and
+    Nemotron-CC styles (prompts/rephrase/styles.yaml), routed by the page's quality when it has one."""
+
+    # documents with neither a quality_bucket nor an int_score: styles drawn by weight per chunk
+    mix: dict[str, float] = {"wrap_medium": 1, "wrap_qa": 1}
+    styles_per_chunk: int = Field(default=1, ge=1)
+    # quality -> styles applied to every chunk; keys are quality buckets (classify.buckets) and/or
+    # int_scores 0-5; a document uses its quality_bucket, else its int_score (an empty list: no rephrase)
+    routing: dict[str, list[str]] = {
+        "low": ["wrap_medium"], "medium_low": ["wrap_medium"], "medium": ["wrap_medium", "wrap_qa"],
+        "medium_high": NEMOTRON_STYLES, "high": NEMOTRON_STYLES,
+        "0": ["wrap_medium"], "1": ["wrap_medium"], "2": ["wrap_medium", "wrap_qa"],
+        "3": NEMOTRON_STYLES, "4": NEMOTRON_STYLES, "5": NEMOTRON_STYLES,
+    }
+    route_by: Literal["auto", "mix"] = "auto"  # mix: ignore quality columns, always draw from the mix
+    budgets: dict[str, StyleBudget] = {}  # per style, over the defaults of styles.yaml
+    prefill: bool = True  # write each style's prefix as the start of the reply (openai backend: vLLM/SGLang servers)
+    require_prefix: bool = True  # without prefill: a reply that does not start with its prefix is dropped
+    keep_actual: bool = True  # also pass each source document on, as kind "actual" (Nemotron-CC keeps both)
+    min_tokens: int = Field(default=20, ge=0)  # shorter rephrases are dropped (too_short)
+    min_similarity: float = Field(default=0.5, ge=-1, le=1)  # source chunk vs rephrase cosine (encoder section)
+    max_chunks_per_doc: int | None = Field(default=None, ge=1)  # the first N chunks of each page (null: all)
+    tokenizer: str | None = None  # token counts for the budgets; default: the generator's own
+    limit: int | None = Field(default=None, ge=1)  # rephrase at most this many documents
+    prompts_dir: str | None = None
+
+    @field_validator("routing", mode="before")
+    @classmethod
+    def _keys(cls, v):
+        return {str(k): val for k, val in v.items()} if isinstance(v, dict) else v
+
+    @field_validator("routing")
+    @classmethod
+    def _scores(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        ints = [k for k in v if k.isdigit()]
+        missing = [str(i) for i in range(6) if str(i) not in v]
+        if ints and missing:
+            raise ValueError(f"routing maps int_scores {', '.join(ints)} but leaves int_score {', '.join(missing)} "
+                             "unmapped (map it, to [] for no rephrase)")
+        return v
+
+    @field_validator("mix")
+    @classmethod
+    def _mix(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(w < 0 for w in v.values()) or not any(w > 0 for w in v.values()):
+            raise ValueError("mix needs weights >= 0, at least one > 0")
+        return v
+
 
 REPHRASE_FIELDS = [
     pa.field("kind", pa.string()),  # actual (the source page) | synthetic
@@ -566,6 +636,7 @@ def card_lines(cfg: dict, st: dict, facts: dict) -> list[str]:
 
 
 STAGE = Stage(
+    settings={"rephrase": RephraseConfig}, check=routing_covers_buckets,
     sections=("run", "input", "executor", "writer", "llm", "encoder", "rephrase", "classify", "quality_gate"),
     funnel="rephrased", subset="rephrased", llm=True, card=card_lines,
     name="rephrase", help="web pages -> LLM rephrasings in WRAP and Nemotron-CC styles, routed by quality",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Literal
 
 import pyarrow as pa
 from datatrove.data import Document, DocumentsPipeline
@@ -23,10 +24,51 @@ from datatrove.pipeline.filters import (
 )
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.formatters.base import BaseFormatter
+from pydantic import Field, model_validator
 
-from pipeline.config import Config
+from pipeline.config import Config, Strict
+from pipeline.gate_config import WebFilters
 from pipeline.stages import Call, Stage
 from pipeline.stages.base import StageContext
+
+
+class ExtractConfig(Strict):
+    favour_precision: bool = True
+    timeout: float = Field(default=5.0, gt=0)
+    deduplicate: bool = True
+
+
+class NormaliseConfig(Strict):
+    unicode_form: Literal["NFC", "NFKC", "none"] = "NFC"
+    fix_text: bool = False  # ftfy mojibake repair; slower
+    collapse_whitespace: bool = True
+    max_blank_lines: int = Field(default=1, ge=0)
+
+
+class LanguageConfig(Strict):
+    enabled: bool = True
+    languages: list[str] = ["en"]
+    min_score: float = Field(default=0.65, ge=0, le=1)
+
+
+class FiltersConfig(WebFilters):
+    min_chars: int = Field(default=1, ge=1)
+    max_chars: int = Field(default=1_000_000, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "FiltersConfig":
+        if self.max_chars < self.min_chars:
+            raise ValueError("max_chars must be >= min_chars")
+        return self
+
+
+class SeedsConfig(Strict):
+    extract: ExtractConfig = ExtractConfig()
+    normalise: NormaliseConfig = NormaliseConfig()
+    language: LanguageConfig = LanguageConfig()
+    filters: FiltersConfig = FiltersConfig()
+    keep_removed: bool = True  # write dropped documents, with the reason, to OUTPUT/removed/
+
 
 STAGE_FIELDS = [pa.field("language", pa.string()), pa.field("language_score", pa.float32())]
 REMOVED_FIELDS = STAGE_FIELDS + [pa.field("filter_reason", pa.string())]
@@ -182,6 +224,7 @@ def main(cfg: Config, force: bool = False, progress: bool = True) -> dict:
 
 
 STAGE = Stage(
+    settings={"seeds": SeedsConfig},
     sections=("run", "input", "executor", "writer", "seeds"), funnel="seeds",
     name="seeds", help="web pages -> cleaned, filtered seed shards",
     description="Read web pages (Hub dataset, Parquet, JSONL[.gz/.zst], WARC, HTML folder), extract main text, "

@@ -23,14 +23,43 @@ import random
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
-from pipeline.config import Config
+from pipeline.config import Config, Strict
 from pipeline.errors import UserError
 from pipeline.llm.engine import sampling_for
 from pipeline.llm.types import Request
 from pipeline.prompts import template
+
+
+class TopicsConfig(Strict):
+    enabled: bool = True
+    sample_size: int = Field(default=2000, ge=8)  # seeds embedded and clustered
+    n_clusters: int | Literal["auto"] = "auto"  # auto: the best silhouette between min and max clusters
+    min_clusters: int = Field(default=4, ge=2)
+    max_clusters: int = Field(default=40, ge=2)
+    members_for_label: int = Field(default=5, ge=1)  # random members shown to the LLM per cluster
+    member_chars: int = Field(default=400, ge=50)
+    min_rating: int = Field(default=2, ge=1, le=5)  # topics rated below are dropped (1-5 educational value)
+    keep: list[str] = []  # only these topics (by label, case-insensitive); empty: all
+    drop: list[str] = []
+    max_distance: float = Field(default=0.75, gt=0, le=2)  # cosine distance beyond which a seed gets no topic
+    # an LLM name must resemble its cluster: nearest to its own centroid, at least this cosine (else the keyword pick)
+    min_label_similarity: float = Field(default=0.2, ge=-1, le=1)
+    include_probability: float = Field(default=0.7, ge=0, le=1)  # how often the topic is named in the prompt
+
+    @model_validator(mode="after")
+    def _lists(self) -> "TopicsConfig":
+        both = {t.lower() for t in self.keep} & {t.lower() for t in self.drop}
+        if both:
+            raise ValueError(f"topics listed in both keep and drop: {', '.join(sorted(both))}")
+        if self.max_clusters < self.min_clusters:
+            raise ValueError("max_clusters must be >= min_clusters")
+        return self
+
 
 DIGITS = {"type": "choice", "choices": ["1", "2", "3", "4", "5"]}
 

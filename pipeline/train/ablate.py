@@ -14,14 +14,42 @@ import json
 import statistics
 from pathlib import Path
 
+from pydantic import Field, field_validator
+
+from pipeline.config import Strict
 from pipeline.errors import UserError
 from pipeline.io.writer import atomic_write_text
 from pipeline.stages import Stage
 from pipeline.train.loop import Trainer, prepare_datasets
+from pipeline.train.tokenize import TrainDataset, dataset_name
+
+
+class AblateConfig(Strict):
+    """``synthweb ablate``: one model per dataset and seed, same budget; a comparison report."""
+
+    datasets: list[TrainDataset] = []
+    seeds: list[int] = [0, 1]
+    evals: int = Field(default=4, ge=1)  # evaluations along training per run (accuracy-vs-tokens curves)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("seeds must be a non-empty list of distinct integers")
+        return v
+
+    @field_validator("datasets")
+    @classmethod
+    def _names(cls, v: list[TrainDataset]) -> list[TrainDataset]:
+        names = [dataset_name(d) for d in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"two datasets are named {dup[0]!r}; give each a distinct name")
+        return v
 
 
 def _runs_cfg(cfg, name: str, folder: Path, seed: int, eval_every: int):
-    from pipeline.config import TrainDataset
+    from pipeline.train.tokenize import TrainDataset
 
     c = cfg.model_copy(deep=True)
     c.train.datasets = [TrainDataset(path=str(folder), name=name)]
@@ -259,6 +287,7 @@ def _plan(run):
 
 
 STAGE = Stage(
+    settings={"ablate": AblateConfig},
     name="ablate", help="one model per dataset and seed, same budget -> results.json + report.html",
     description="For every dataset in ablate.datasets and every seed in ablate.seeds, train the train section's "
     "model on that dataset alone with the same token budget, evaluate it along the way, and write "

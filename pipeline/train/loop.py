@@ -17,8 +17,11 @@ import signal
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any, ClassVar, Literal
 
-from pipeline.config import dataset_name
+from pydantic import Field, model_validator
+
+from pipeline.config import Strict
 from pipeline.errors import UserError
 from pipeline.stages import Option, Stage
 from pipeline.train import evaluate as ev
@@ -30,7 +33,63 @@ from pipeline.train.model import (
     flops_per_token,
     llama_config,
 )
-from pipeline.train.tokenize import is_tokenized, load_tokenizer, tokenize
+from pipeline.train.tokenize import TrainDataset, dataset_name, is_tokenized, load_tokenizer, tokenize
+
+
+class TrainConfig(Strict):
+    """``synthweb train``: a llama-style model on packed token shards, with a fixed token budget."""
+
+    NOT_IDENTITY: ClassVar[tuple[str, ...]] = ("cost_per_gpu_hour",)
+
+    datasets: list[TrainDataset] = []
+    preset: Literal["tiny", "60m", "135m", "360m", "1.7b"] = "tiny"
+    model: dict[str, Any] = {}  # LlamaConfig fields over the preset's, e.g. {num_hidden_layers: 4}
+    tie_embeddings: bool = True
+    seq_len: int = Field(default=256, ge=8)
+    micro_batch_size: int = Field(default=8, ge=1)  # sequences per device per forward pass
+    grad_accum: int = Field(default=1, ge=1)
+    tokens: int = Field(default=1_000_000, ge=1)  # the budget: steps = tokens / (micro x accum x devices x seq_len)
+    lr: float = Field(default=3e-3, gt=0)
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    warmup_steps: int = Field(default=20, ge=0)
+    decay_fraction: float = Field(default=0.2, gt=0, le=1)  # wsd: the last share of steps decays linearly
+    weight_decay: float = Field(default=0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = Field(default=1.0, ge=0)  # 0: off
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False  # torch.compile the model
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    distributed: Literal["auto", "ddp", "fsdp"] = "auto"  # under torchrun; auto: FSDP from 1B parameters
+    device: str = "auto"
+    seed: int = 0
+    threads: int | None = Field(default=None, ge=1)  # CPU threads (default: torch's)
+    log_every: int = Field(default=10, ge=1)
+    eval_every: int | None = Field(default=None, ge=1)  # steps between evaluations (curves); always one at the end
+    checkpoint_every: int = Field(default=200, ge=1)
+    keep_checkpoints: int = Field(default=2, ge=1)
+    stop_after_steps: int | None = Field(default=None, ge=1)  # end this job after N steps, checkpointed (time-limited jobs)
+    cost_per_gpu_hour: float = Field(default=0.0, ge=0)  # for cost and loss per dollar
+    peak_tflops: float | None = Field(default=None, gt=0)  # per device, for MFU; default: the device table
+    tensorboard: bool = True
+
+    @model_validator(mode="after")
+    def _budget(self) -> "TrainConfig":
+        per_step = self.micro_batch_size * self.grad_accum * self.seq_len
+        if self.tokens < per_step:
+            raise ValueError(f"train.tokens={self.tokens:,} is smaller than one optimizer step "
+                             f"({self.micro_batch_size} x {self.grad_accum} x {self.seq_len} = {per_step:,} tokens per device)")
+        return self
+
+
+class EvalConfig(Strict):
+    """Validation loss on held-out tokens and zero-shot cloze accuracy on benchmark files."""
+
+    tasks: list[str] = []  # benchmark files or folders of them (llm-foundry JSONL layouts, HellaSwag .txt.bz2)
+    max_samples: int | None = Field(default=1000, ge=1)  # per task (the first N items)
+    batch_size: int = Field(default=32, ge=1)  # sequences per forward pass
+    val_batches: int = Field(default=20, ge=1)  # validation loss over this many held-out batches
+
 
 # train settings that change what is trained (the rest - cadence, logging, cost - may change on resume)
 _NOT_FINGERPRINTED = {"stop_after_steps", "log_every", "checkpoint_every", "keep_checkpoints", "tensorboard",
@@ -493,8 +552,8 @@ class Trainer:
 
 def main(cfg, force: bool = False, progress: bool = True, input: str | None = None, output: str | None = None,
          text_column: str | None = None) -> dict:
-    from pipeline.config import TrainDataset
     from pipeline.io.lock import output_lock
+    from pipeline.train.tokenize import TrainDataset
 
     if input:  # one dataset instead of train.datasets
         cfg.train.datasets = [TrainDataset(path=input, text_column=text_column)]
@@ -515,6 +574,7 @@ def _lines(cfg, r: dict) -> list[str]:
 
 
 STAGE = Stage(
+    settings={"train": TrainConfig, "eval": EvalConfig},
     name="train", help="train a small llama-style model on token shards; checkpoints, metrics.jsonl, eval.json",
     description="Train the train.preset model on train.datasets (or --input) for train.tokens tokens, evaluate "
     "validation loss and zero-shot cloze accuracy on eval.tasks, and write OUTPUT/checkpoints, "

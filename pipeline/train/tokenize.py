@@ -17,14 +17,69 @@ import json
 import operator
 import shutil
 from pathlib import Path
+from typing import Any
 
+import yaml
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
+from pydantic import Field, field_validator
 
-from pipeline.config import parse_where
+from pipeline.config import Strict
 from pipeline.errors import StageFailed, StaleOutput, UserError
 from pipeline.llm.tokenizer import eos_of, load_tokenizer, resolve_tokenizer  # noqa: F401 - re-exported for train
 from pipeline.stages import Option, Stage
+
+
+def parse_where(expr: str) -> tuple[str, str, Any]:
+    """``"score >= 3"`` -> ("score", ">=", 3). The value is read as YAML (numbers, strings, booleans)."""
+    for op in (">=", "<=", "==", "!=", ">", "<"):
+        if op in expr:
+            col, raw = expr.split(op, 1)
+            if col.strip() and raw.strip():
+                return col.strip(), op, yaml.safe_load(raw.strip())
+    raise ValueError(f"where {expr!r}: expected 'column OP value' with OP one of == != >= <= > <")
+
+
+def dataset_name(d) -> str:
+    """A dataset's name: its ``name``, else its folder's (the parent's for a ``data``/``kept`` folder)."""
+    if d.name:
+        return d.name
+    p = Path(d.path.rstrip("/"))
+    name = p.name.split(".")[0] if p.suffix else p.name
+    if name in ("data", "kept", "train") and p.parent.name:
+        name = f"{p.parent.name}-{name}"
+    return name or "dataset"
+
+
+class TokenizeConfig(Strict):
+    """Parquet/JSONL shards -> packed token shards (datatrove's DocumentTokenizer: uint16/uint32 + index)."""
+
+    tokenizer: str | None = None  # default: the tokenizer of llm.model (SmolLM2's); a folder, tokenizer.json or Hub ID
+    eos_token: str | None = None  # document separator; default <|endoftext|> when the vocabulary has it, else its EOS
+    text_column: str = "text"
+    validation_fraction: float = Field(default=0.01, ge=0, lt=0.5)  # documents held out (by a hash of their id)
+    shuffle: bool = True  # documents shuffled inside each token file, seeded by run.seed
+    drop_repeated_ids: bool = True  # a document id seen before is skipped (each task then reads every file)
+    batch_size: int = Field(default=1000, ge=1)
+    max_tokens_per_file: int | None = Field(default=None, ge=1024)
+
+
+class TrainDataset(Strict):
+    """One training source: Parquet/JSONL shards (tokenized on first use) or a tokenized folder."""
+
+    path: str
+    name: str | None = None  # default: the folder's name
+    weight: float = Field(default=1.0, gt=0)  # mixture weight (sequences drawn in proportion)
+    text_column: str | None = None  # default: tokenize.text_column
+    where: str | None = None  # keep rows matching "column OP value", OP in == != >= <= > <; e.g. "score >= 3"
+
+    @field_validator("where")
+    @classmethod
+    def _where(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_where(v)
+        return v
+
 
 MANIFEST = "tokens.json"
 PARTS = ("train", "val")
@@ -291,7 +346,7 @@ def _tokenize(cfg, dataset, output: str | Path, force: bool = False) -> dict:
 
 
 def main(cfg, force: bool = False, progress: bool = True, text_column: str | None = None, where: str | None = None) -> dict:
-    from pipeline.config import TrainDataset
+
 
     return tokenize(cfg, TrainDataset(path=cfg.input.source, text_column=text_column, where=where), cfg.run.output,
                     force=force)
@@ -313,6 +368,7 @@ def _plan(run) -> list:
 
 
 STAGE = Stage(
+    settings={"tokenize": TokenizeConfig},
     name="tokenize", help="Parquet/JSONL shards -> packed token shards (uint16/uint32 + document index)",
     description="Tokenize --input with tokenize.tokenizer (default: the generator's, SmolLM2), append an EOS to "
     "every document, hold out tokenize.validation_fraction of the documents by a hash of their id, and write "
