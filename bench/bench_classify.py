@@ -4,8 +4,9 @@ A MiniLM classifier (frozen encoder, MLP head, one 256-token window per page) is
 the LLM-scored FineWeb set. Then, on the same real pages (FineWeb and Common Crawl, mixed lengths), in this
 process with the same torch threads (all cores):
   - plain: ``SentenceTransformer.encode(texts, batch_size=B)`` (truncated at its 256 tokens) + the same head,
-    for B in 16, 32, 64, 128;
-  - ours in memory: ``Classifier.score(texts)`` with batches capped by padded tokens (classify.batch_tokens);
+    for B in 8, 16, 32, 64, 128;
+  - ours in memory: ``Classifier.score(texts)`` with batches capped by padded tokens (classify.batch_tokens),
+    swept from 1,024 to 32,768;
   - the stage: ``synthweb classify`` in process (reader, scoring, Parquet writer, stats), 1 task on 1 worker.
 The ratio is the stage's docs/s over the best plain batch size's. Usage: python bench/bench_classify.py [--docs 600]
 """
@@ -84,7 +85,7 @@ def plain(folder: Path, texts: list[str], batch: int) -> float:
     return time.perf_counter() - t0
 
 
-def ours_in_memory(folder: Path, texts: list[str], batch_tokens: int) -> float:
+def ours_in_memory(folder: Path, texts: list[str], batch_tokens: int | None) -> float:
     from classifiers.model import Classifier
 
     clf = Classifier.load(folder, "cpu", batch_tokens=batch_tokens)
@@ -125,15 +126,15 @@ def main() -> None:
           f"cpu, {torch.get_num_threads()} threads")
     plain(folder, texts[:32], 32)  # warm-up: weights from disk, first-call allocations
     best = None
-    for b in (16, 32, 64, 128):
+    for b in (8, 16, 32, 64, 128):
         s = plain(folder, texts, b)
         print(f"  plain sentence-transformers encode + head, batch {b:>3}: {n / s:7.1f} docs/s")
         best = max(best or (0, 0), (n / s, b))
-    for bt in (4096, 8192, 16384, 32768):
+    for bt in (1024, 2048, 4096, 8192, 32768):
         s = ours_in_memory(folder, texts, bt)
         print(f"  synthweb Classifier.score, batch_tokens {bt:>5}:      {n / s:7.1f} docs/s")
     s = stage(folder, src)
-    print(f"  synthweb classify stage (read, score, write; 1 task): {n / s:7.1f} docs/s")
+    print(f"  synthweb classify stage (read, score, write; 1 task; batch_tokens default): {n / s:7.1f} docs/s")
     print(f"  ratio stage / best plain (batch {best[1]}): {n / s / best[0]:.2f}")
 
 

@@ -97,8 +97,10 @@ def run_scale(n: int, pool: list[str], clf: Path, classify_max: int | None) -> d
     src, info = build_corpus(n, pool)
     out = OUT / f"run-{n}"
     shutil.rmtree(out, ignore_errors=True)
-    common = ["--no-progress", "--set", f"executor.tasks={TASKS}", "--set", "executor.workers=-1"]
+    from pipeline.stages import get
+
     cores = os.cpu_count() or 1
+    common = ["--set", "input.limit=null", "--set", f"executor.tasks={TASKS}", "--set", f"executor.workers={cores}"]
     plan = [("seeds", src, ["seeds"]),
             ("exact dedup", out / "seeds" / "data", ["dedup", "--set", "dedup.method=exact"]),
             ("MinHash dedup", out / "exact dedup" / "data", ["dedup"])]
@@ -109,9 +111,9 @@ def run_scale(n: int, pool: list[str], clf: Path, classify_max: int | None) -> d
     for name, inp, args in plan:
         docs = info["documents"] if name == "seeds" else rows(inp)
         dest = out / name
-        extra = ["--set", f"executor.workers={cores}"]
+        quiet = ["--no-progress"] if get(args[0]).progress else []
         wall, peak = measure([sys.executable, "-m", "pipeline.cli", *args[:1], "--input", str(inp), "--output", str(dest),
-                              *args[1:], *common, *extra])
+                              *args[1:], *common, *quiet])
         kept = rows(dest / "data") if (dest / "data").is_dir() else None
         result["stages"][name] = {"docs_in": docs, "docs_out": kept, "seconds": round(wall, 1),
                                   "docs_per_s": round(docs / wall, 1), "per_core": round(docs / wall / cores, 1),
@@ -132,16 +134,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, nargs="+", default=[20_000, 200_000])
     ap.add_argument("--classify-max", type=int, default=None, help="skip classify above this many documents")
+    ap.add_argument("--table", action="store_true", help="print the table of the last run (bench/out/scale/results.json)")
     args = ap.parse_args()
+    if args.table:
+        saved = json.loads((OUT / "results.json").read_text())
+        print(f"scale benchmark on {saved['machine']}")
+        return table({int(n): r for n, r in saved["results"].items()})
     pool = paragraph_pool()
     clf = classifier()
     print(f"scale benchmark on {machine()}; local executor, {TASKS} tasks on {os.cpu_count()} workers; "
           f"{len(pool):,} distinct real paragraphs", flush=True)
     results = {n: run_scale(n, pool, clf, args.classify_max) for n in args.docs}
     (OUT / "results.json").write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
+    table(results)
+
+
+def table(results: dict) -> None:
+    """Per stage and size: seconds, docs/s, docs/s per core, peak MiB; the ratio of the two largest sizes' peaks."""
     sizes = list(results)
     head = "".join(f" | {n:>7,} docs: s   docs/s  /core  peak MiB" for n in sizes)
-    print(f"\n{'stage':<14}{head} | peak ratio")
+    print(f"\n{'stage':<14}{head} | peak ratio, largest two sizes")
     for name in results[sizes[0]]["stages"]:
         cells, peaks = "", []
         for n in sizes:
@@ -150,8 +162,8 @@ def main() -> None:
                 cells += f" | {'(skipped: --classify-max)':>37}"
                 continue
             cells += f" | {st['seconds']:>11.0f} {st['docs_per_s']:>8.0f} {st['per_core']:>6.0f} {st['peak_mib']:>9,d}"
-            peaks.append(st["peak_mib"])
-        ratio = f"{peaks[-1] / peaks[0]:.2f}" if len(peaks) > 1 else "-"
+            peaks.append((n, st["peak_mib"]))
+        ratio = f"{peaks[-1][1] / peaks[-2][1]:.2f} ({peaks[-2][0]:,} -> {peaks[-1][0]:,})" if len(peaks) > 1 else "-"
         print(f"{name:<14}{cells} | {ratio}")
     for n in sizes:
         st, c = results[n]["stages"], results[n]["corpus"]

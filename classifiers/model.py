@@ -91,7 +91,7 @@ class Classifier:
         self.name = spec.name or folder.name
 
     @classmethod
-    def load(cls, folder: str | Path, device: str = "auto", batch_tokens: int = 32768) -> "Classifier":
+    def load(cls, folder: str | Path, device: str = "auto", batch_tokens: int | None = None) -> "Classifier":
         folder = Path(folder)
         if not folder.is_dir():
             raise UserError(f"classifier folder not found: {folder}")

@@ -44,9 +44,9 @@ class ClassifyConfig(Strict):
     buckets: dict[str, int] = {"low": 0, "medium_low": 4, "medium": 8, "medium_high": 12, "high": 16}
     chunk_size: int = Field(default=1024, ge=1)  # documents scored per call (length-sorted inside)
     device: str = "auto"
-    # padded tokens per encoder batch (windows sorted by length); the default is the fastest of
-    # bench/bench_classify.py's sweep on CPU; a GPU takes more
-    batch_tokens: int = Field(default=32768, ge=256)
+    # padded tokens per encoder batch (windows sorted by length); null: 4,096 on a CPU (the fastest of
+    # bench/bench_classify.py's sweep), 32,768 on a GPU
+    batch_tokens: int | None = Field(default=None, ge=256)
 
     NOT_IDENTITY: ClassVar[tuple[str, ...]] = ("batch_tokens",)  # how the work is batched, not what it scores
 
