@@ -41,7 +41,7 @@ class TextEncoder:
         limit = self.st.max_seq_length or self.tokenizer.model_max_length
         self.max_length = min(max_length or limit, self.tokenizer.model_max_length)
         # None: by device. On CPU small batches are fastest (bench/bench_classify.py: 4,096 padded tokens scored
-        # 1.4x the docs/s of 32,768 with MiniLM on 2 cores); a GPU wants them large
+        # 1.28x the docs/s of 32,768 with MiniLM on 2 cores); a GPU wants them large (not measured)
         batch_tokens = batch_tokens or (4096 if self.device == "cpu" else 32768)
         self.windows, self.batch_tokens, self.max_batch = windows, batch_tokens, max_batch
         self.dim = self.st.get_embedding_dimension()

@@ -70,6 +70,23 @@ def test_rerun_reuses_the_classifier_and_scores_are_stable(work):
     assert np.allclose(s1, s2) and ((0 <= s1) & (s1 <= 5)).all() and i1.dtype == np.int8
 
 
+def test_classify_batch_size_reaches_the_encoder_and_changes_no_score(work):
+    """classify.batch_tokens (chosen by bench/bench_classify.py: 4,096 on a CPU) is how the work is batched, not
+    what it scores: it reaches the encoder, leaves the stage's hash alone, and batches of one window score the
+    same pages as the default's."""
+    from pipeline.stages import get, load_config
+    from pipeline.stages.classify import load_classifiers
+
+    tmp, _, _ = work
+    texts = [t for t in pq.read_table(tmp / "legal.parquet", columns=["text"]).column("text").to_pylist()[:24]]
+    base = load_config(None, [f"classify.classifiers=[{tmp / 'minilm'}]", "classify.device=cpu"])
+    tiny = load_config(None, [f"classify.classifiers=[{tmp / 'minilm'}]", "classify.device=cpu", "classify.batch_tokens=256"])
+    a, b = load_classifiers(base)[0], load_classifiers(tiny)[0]
+    assert a.encoder.batch_tokens == 4096 and b.encoder.batch_tokens == 256
+    assert base.hash(get("classify").sections) == tiny.hash(get("classify").sections)
+    assert np.allclose(a.score(texts)[0], b.score(texts)[0], atol=1e-4)
+
+
 def test_fasttext_member(work):
     tmp, _, _ = work
     m = json.loads((tmp / "ft" / "metrics.json").read_text())
