@@ -11,6 +11,17 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+# pytest-xdist workers share the cores: each worker's processes (its own torch, the stages it launches,
+# their Slurm jobs, which inherit the environment) take their share, not all of them. Two 2-thread torch
+# processes on 2 cores spin against each other and took 2.3x as long as two 1-thread ones.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and "OMP_NUM_THREADS" not in os.environ:
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    _share = str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # torch; numpy's BLAS
+        os.environ.setdefault(_var, _share)
+    if "torch" in sys.modules:  # a plugin imported it before this file: its thread pool is already sized
+        sys.modules["torch"].set_num_threads(int(_share))
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = (REPO.parent / "shared" / "data").resolve()
 CC_SAMPLE = SHARED / "web" / "commoncrawl-2019-sample.jsonl.gz"

@@ -114,3 +114,22 @@ def test_every_config_file_and_readme_snippet_loads(tmp_path):
     for i, block in enumerate(blocks):
         (tmp_path / f"block-{i}.yaml").write_text(block)
         load_config(tmp_path / f"block-{i}.yaml")
+
+
+def test_cpu_threads_divide_the_cores_among_workers_and_respect_omp_num_threads(monkeypatch):
+    """In-process inference threads per task: the cores this process may use over the workers running at
+    once, at most an OMP_NUM_THREADS the user (or a test worker's share of the machine) set."""
+    import os
+
+    from pipeline.llm.step import cpu_threads
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    one = load_config(None, ["executor.tasks=1"])
+    assert cpu_threads(one) == cores
+    assert cpu_threads(load_config(None, ["executor.tasks=8", "executor.workers=2"])) == max(1, cores // 2)
+    assert cpu_threads(load_config(None, ["executor.kind=slurm"])) is None  # a job's cores are Slurm's to give
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cpu_threads(one) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "64")
+    assert cpu_threads(one) == cores
