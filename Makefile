@@ -97,11 +97,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check pipeline classifiers tests bench
 	$(BIN)/lint-imports
 
-# two pytest workers by module (a module's fixtures run once): the cluster tests wait on their jobs while
-# the other worker runs the CPU-bound ones; TEST_WORKERS=0 runs them one after another
+# two pytest workers by module (a module's fixtures run once), the longest modules first (tests/conftest.py),
+# each worker's processes on its share of the cores; TEST_WORKERS=0 runs them one after another
 TEST_WORKERS ?= 2
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q --durations=15 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope) $(ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder) $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_seeds.py

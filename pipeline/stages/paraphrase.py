@@ -17,6 +17,7 @@ on-topic hard negatives of items from ../shared/data/benchmarks.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -48,14 +49,13 @@ class ParaphraseCheck(Strict):
 _SENT = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
+@functools.cache
 def _stop_words() -> frozenset[str]:
+    # on first use, not at import: scikit-learn takes 1.2 s to import, and every CLI call loads this module
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
     return frozenset(ENGLISH_STOP_WORDS) | {"question", "answer", "following", "best", "statement", "describes",
                                             "explains", "example", "likely", "used", "use"}
-
-
-STOP = _stop_words()
 
 
 def _stem(w: str) -> str:
@@ -69,7 +69,7 @@ def _stem(w: str) -> str:
 def content_words(text: str) -> set[str]:
     """Words that carry an item's meaning: no stop words, no single letters, a crude stem ("heating" =
     "heat", "homes" = "home") cut to 6 letters ("photosynthesis" = "photosynthetic")."""
-    return {_stem(w) for w in words_of(text.replace("_", "")) if w not in STOP and len(w) > 1}
+    return {_stem(w) for w in words_of(text.replace("_", "")) if w not in _stop_words() and len(w) > 1}
 
 
 def passages(text: str, sizes: list[int], max_words: int) -> list[str]:
