@@ -296,6 +296,13 @@ def wait_for_old_workers(registry: Path, timeout_s: float = 5.0) -> None:
         time.sleep(0.2)
 
 
+def drop_temp_files(output: Path) -> None:
+    """Remove the ``*.tmp`` files (unfinished parts, progress counters) that a worker killed mid-write left;
+    called only when no worker of the folder is alive, so none of them can still be renamed into place."""
+    for tmp in Path(output).rglob("*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def plan_finalize(output_dir: str, split: str = "train") -> dict | None:
     """The renames that make completed parts final (``<tag>/<split>-00000-of-000NN.parquet``) and the
     rows per tag, from the parts' manifests; written to ``_parts/plan.json`` so that an interrupted

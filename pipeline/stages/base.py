@@ -26,7 +26,7 @@ from pipeline.executor import build_executor
 from pipeline.io.fingerprint import fingerprints
 from pipeline.io.lock import output_lock
 from pipeline.io.readers import InputPlan, make_reader, plan_input
-from pipeline.io.writer import ShardWriter, TaskStart, atomic_write_text, wait_for_old_workers
+from pipeline.io.writer import ShardWriter, TaskStart, atomic_write_text, drop_temp_files, wait_for_old_workers
 from pipeline.logs import quiet_datatrove
 from pipeline.stages.integrity import LOGS, FinalizeStep, check_inputs, complete_stage, done_tasks  # noqa: F401
 from pipeline.stages.jobs import refuse_if_still_queued, save_jobs
@@ -225,6 +225,8 @@ def _run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], f
         pids = " ".join(map(str, e.args[0]))
         raise UserError(f"{output}: worker(s) of an earlier run still write there (pid {pids}); stop them "
                         f"(kill {pids}) and rerun") from None
+    if cfg.executor.kind == "local":  # no earlier worker is left: what it was writing when killed is debris
+        drop_temp_files(output)
     become_subreaper()
     t0 = time.time()
     monitor = ProgressMonitor(logs, plan.total_hint if plan else None, cfg.executor.tasks, stage=stage,
@@ -234,9 +236,8 @@ def _run_stage(stage: str, cfg: Config, build: Callable[[StageContext], list], f
             executor.run()
     except BaseException as e:
         if cfg.executor.kind == "local":  # stop every worker (and its helpers), then drop unfinished parts
-            kill_descendants()  # a worker killed mid-write leaves a temp file (parts, progress counters)
-            for tmp in output.rglob("*.tmp"):
-                tmp.unlink(missing_ok=True)
+            kill_descendants()
+            drop_temp_files(output)
         first = str(e).splitlines()[0] if str(e) else ""
         if isinstance(e, Exception):  # for `synthweb status`: failed (a rerun fails alike until fixed), not stopped
             state["failed"] = {"error": f"{type(e).__name__}: {first}"[:300], "log": str(logs / "logs"),
