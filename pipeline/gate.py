@@ -209,12 +209,15 @@ class QualityGate:
         self.meaning = Meaning(cfg.meaning, encoder) if cfg.meaning.enabled else None
         self.allowed = {s.upper() for s in cfg.script.scripts}
         self.phrases = [re.compile(p, re.IGNORECASE) for p in cfg.echo.phrases]
+        from pipeline.words import word_tokenizer
+
         self.filters = {}
         for key, path in DATATROVE_FILTERS.items():
             toggle = getattr(cfg.filters, key)
             if toggle.enabled:
                 mod, cls = path.rsplit(".", 1)
-                self.filters[key] = getattr(importlib.import_module(mod), cls)(**toggle.params)
+                params = {**toggle.params, "language": word_tokenizer(toggle.params.get("language", "eng"))}
+                self.filters[key] = getattr(importlib.import_module(mod), cls)(**params)
         self._lang = None
 
     @property

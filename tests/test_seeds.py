@@ -59,3 +59,25 @@ def test_html_extraction_matches_gold_article_bodies(tmp_path):
     assert mean_f1 >= 0.85
     assert all(r["url"] == gold[r["id"]]["url"] for r in kept)
     assert pq.read_schema(next((out / "data").glob("*.parquet"))).field("text").type == "string"
+
+
+def test_the_warm_word_tokenizer_gives_datatroves_words_and_sentences_with_bounded_memory():
+    """pipeline/words.py keeps the first pages' words in spaCy's vocabulary (2.5x faster filters); on 300
+    real pages, across its cap, every page's words, sentences and sentence spans are datatrove's own
+    tokenizer's, and past the cap the vocabulary stops growing (datatrove's memory zone again)."""
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer
+
+    from pipeline.words import WarmSpaCyTokenizer, word_tokenizer
+    from tests.conftest import real_pages
+
+    assert isinstance(word_tokenizer("eng"), WarmSpaCyTokenizer) and word_tokenizer("jpn") == "jpn"
+    plain, warm = SpaCyTokenizer("en"), WarmSpaCyTokenizer("en", max_lexemes=10_000)
+    sizes = []
+    for i, page in enumerate(real_pages(300, 20000)):
+        text = page["text"]
+        assert warm.word_tokenize(text) == plain.word_tokenize(text), page["id"]
+        assert warm.span_tokenize(text) == plain.span_tokenize(text), page["id"]
+        assert warm.sent_tokenize(text) == plain.sent_tokenize(text), page["id"]
+        if i in (199, 299):
+            sizes.append(len(warm.tokenizer.vocab.strings))
+    assert sizes[0] >= 10_000 and sizes[1] == sizes[0], sizes

@@ -24,12 +24,14 @@ from datatrove.pipeline.filters import (
 )
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.formatters.base import BaseFormatter
+from datatrove.utils.typeshelper import Languages
 from pydantic import Field, model_validator
 
 from pipeline.config import Config, Strict
 from pipeline.gate_config import WebFilters
 from pipeline.stages import Call, Stage
 from pipeline.stages.base import StageContext
+from pipeline.words import word_tokenizer
 
 
 class ExtractConfig(Strict):
@@ -211,8 +213,9 @@ def build(ctx: StageContext) -> list:
         ("fineweb", FineWebQualityFilter),
     ):
         toggle = getattr(f, key)
-        if toggle.enabled:
-            steps.append(cls(exclusion_writer=removed, **toggle.params))
+        if toggle.enabled:  # the filters share one warm spaCy tokenizer (same words, ~2.5x faster: pipeline/words.py)
+            params = {**toggle.params, "language": word_tokenizer(toggle.params.get("language", Languages.english))}
+            steps.append(cls(exclusion_writer=removed, **params))
     steps.append(ctx.writer("data", "main", STAGE_FIELDS))
     return steps
 
