@@ -16,7 +16,39 @@ from pipeline.config import ExecutorConfig
 from pipeline.errors import UserError
 
 
+def preload_modules(pipeline: list) -> list[str]:
+    """What a stage's workers import before their first document: the steps' modules and the heavy libraries
+    they declare (``preload``: sentence-transformers and torch for model steps, spaCy for the filters'
+    tokenizer)."""
+    mods: set[str] = set()
+    for step in pipeline:
+        mods.add(type(step).__module__)
+        mods.update(getattr(step, "preload", ()) or ())
+        mods.update(getattr(getattr(step, "language", None), "preload", ()) or ())  # a warm word tokenizer
+    return sorted(m for m in mods if m != "builtins")
+
+
+def use_forkserver_preload(modules: list[str]) -> None:
+    """Import ``modules`` once in the forkserver that forks a stage's workers, instead of once per worker
+    (sentence-transformers alone is ~5 CPU s). A forkserver left by an earlier stage of this process with
+    another list is stopped, so that each stage's workers fork from a server holding what they need.
+    Importing is all the server does: no model is loaded, no thread started before the fork."""
+    import multiprocess.forkserver as fs
+
+    server, wanted = fs._forkserver, ["__main__", *modules]
+    if getattr(server, "_preload_modules", None) == wanted:
+        return
+    if getattr(server, "_forkserver_pid", None) is not None and hasattr(server, "_stop"):
+        server._stop()
+    server.set_forkserver_preload(wanted)
+
+
 class QuietLocalExecutor(LocalPipelineExecutor):
+    def run(self):
+        if self.workers > 1 and self.start_method == "forkserver":
+            use_forkserver_preload(preload_modules(self.pipeline))
+        return super().run()
+
     def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
         from loguru import logger
 

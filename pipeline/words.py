@@ -43,6 +43,10 @@ class WarmSpaCyTokenizer(SpaCyTokenizer):
     def tokenizer(self):
         return _warm_nlp(self.language, self.max_lexemes)
 
+    @property
+    def preload(self) -> tuple[str, ...]:  # for the forkserver of a stage's workers (pipeline/executor.py)
+        return ("spacy", f"spacy.lang.{self.language}")
+
     # equal for the same language: datatrove's split_into_parts memoises on (text, mode, tokenizer), so
     # the filters of one document share one tokenization even after each task deep-copies its pipeline
     def __eq__(self, other):

@@ -38,3 +38,27 @@ def test_ray_executor_on_a_local_ray_instance(tmp_path):
     stats = load_stats(out)
     assert stats["records_in"] == 200 and stats["records_out"] == len(read_rows(out / "data")) > 0
     assert stats["records_out"] + stats["removed"] == 200
+
+
+def test_stage_workers_fork_from_a_server_that_already_imported_their_libraries():
+    """The local executor's forkserver imports what a stage's steps declare (spaCy for the seeds filters'
+    tokenizer, sentence-transformers for model steps) once, so that each worker does not; a stage that
+    needs another list gets a server of its own (`synthweb run` runs many stages in one process)."""
+    import multiprocess
+    from datatrove.pipeline.filters import GopherQualityFilter
+
+    from pipeline.executor import preload_modules, use_forkserver_preload
+    from pipeline.stages.classify import ClassifyStep
+    from pipeline.words import word_tokenizer
+
+    seeds = preload_modules([GopherQualityFilter(language=word_tokenizer("eng"))])
+    assert {"spacy.lang.en", "datatrove.pipeline.filters.gopher_quality_filter"} <= set(seeds)
+    assert "sentence_transformers" in ClassifyStep.preload
+    loaded = "'spacy.lang.en' in __import__('sys').modules"  # asked in the worker, before it imports anything
+    try:
+        for modules, want in ((["json"], False), (seeds, True), (["json"], False)):
+            use_forkserver_preload(modules)
+            with multiprocess.get_context("forkserver").Pool(1) as pool:
+                assert pool.apply(eval, (loaded,)) is want, modules
+    finally:
+        use_forkserver_preload([])

@@ -75,6 +75,12 @@ class LLMStep(PipelineStep):
         self.metrics_dir = str(Path(output) / "_logs" / "llm")
         self.failures = failures
 
+    @property
+    def preload(self) -> tuple[str, ...]:
+        """The in-process model's libraries (sentence-transformers brings torch and transformers, and the
+        gate's encoder needs it): imported once in the forkserver (pipeline/executor.py)."""
+        return ("sentence_transformers",) if self.llm.backend == "transformers" else ()
+
     def request_for(self, doc: Document) -> Request:
         raise NotImplementedError
 

@@ -135,6 +135,7 @@ def use_ensemble(cfg: Config) -> bool:
 class ClassifyStep(PipelineStep):
     name = "🏷 classify"
     type = "🔢 - SCORER"
+    preload = ("sentence_transformers",)  # imported once per stage, in the forkserver (pipeline/executor.py)
 
     def __init__(self, cfg: Config, bins_path: str | None, threads: int | None):
         super().__init__()

@@ -352,6 +352,10 @@ class DecontaminateStep(PipelineStep):
     name = "🧪 decontaminate"
     type = "🫂 - DEDUP"
 
+    @property
+    def preload(self) -> tuple[str, ...]:  # the paraphrase pass's encoder (pipeline/executor.py)
+        return ("sentence_transformers",) if self.d.paraphrase.enabled else ()
+
     def __init__(self, cfg: Config, failures=None):
         super().__init__()
         self.d, self.failures, self.encoder = cfg.decontaminate, failures, cfg.encoder

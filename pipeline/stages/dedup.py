@@ -423,6 +423,7 @@ class Embed(PipelineStep):
 
     name = "🧭 embed"
     type = "🫂 - DEDUP"
+    preload = ("sentence_transformers",)
 
     def __init__(self, folder: str, cfg: Config):
         super().__init__()

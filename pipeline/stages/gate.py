@@ -72,6 +72,7 @@ class GateStep(PipelineStep):
 
     name = "🚦 quality gate"
     type = "🔻 - FILTER"
+    preload = ("sentence_transformers",)
 
     def __init__(self, cfg: Config, columns: dict, removed, chunk: int = 64):
         super().__init__()
