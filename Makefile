@@ -105,6 +105,7 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_seeds.py
+	$(BIN)/python bench/bench_words.py
 	$(BIN)/python bench/bench_llm.py $(ARGS)
 	$(BIN)/python bench/bench_generate.py
 	$(BIN)/python bench/bench_gate.py

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 OUT = REPO / "bench" / "out" / "scale"
 TASKS = 8
+STAGES = ["seeds", "exact dedup", "MinHash dedup", "classify", "tokenize"]
 
 
 def paragraph_pool() -> list[str]:
@@ -91,12 +92,16 @@ def rows(folder: Path) -> int:
     return sum(pq.read_metadata(f).num_rows for f in folder.glob("*.parquet"))
 
 
-def run_scale(n: int, pool: list[str], clf: Path, classify_max: int | None) -> dict:
+def run_scale(n: int, pool: list[str], clf: Path, classify_max: int | None, only: list[str] | None = None,
+              before: dict | None = None) -> dict:
+    """Every stage on n documents; with ``only``, just those stages again (each reads what the stage before
+    it wrote in the last run; the others keep their figures from ``before``)."""
     from bench.bench_seeds import measure
 
     src, info = build_corpus(n, pool)
     out = OUT / f"run-{n}"
-    shutil.rmtree(out, ignore_errors=True)
+    if not only:
+        shutil.rmtree(out, ignore_errors=True)
     from pipeline.stages import get
 
     cores = os.cpu_count() or 1
@@ -109,8 +114,13 @@ def run_scale(n: int, pool: list[str], clf: Path, classify_max: int | None) -> d
     plan.append(("tokenize", out / plan[-1][0] / "data", ["tokenize"]))
     result = {"corpus": info, "stages": {}}
     for name, inp, args in plan:
+        if only and name not in only:
+            if (before or {}).get("stages", {}).get(name):
+                result["stages"][name] = before["stages"][name]
+            continue
         docs = info["documents"] if name == "seeds" else rows(inp)
         dest = out / name
+        shutil.rmtree(dest, ignore_errors=True)
         quiet = ["--no-progress"] if get(args[0]).progress else []
         wall, peak = measure([sys.executable, "-m", "pipeline.cli", *args[:1], "--input", str(inp), "--output", str(dest),
                               *args[1:], *common, *quiet])
@@ -135,16 +145,21 @@ def main() -> None:
     ap.add_argument("--docs", type=int, nargs="+", default=[20_000, 200_000])
     ap.add_argument("--classify-max", type=int, default=None, help="skip classify above this many documents")
     ap.add_argument("--table", action="store_true", help="print the table of the last run (bench/out/scale/results.json)")
+    ap.add_argument("--stages", nargs="+", choices=STAGES, help="run only these stages again, on the last run's outputs "
+                    "(the other stages' figures stay); e.g. --stages seeds after a change to the seeds stage")
     args = ap.parse_args()
+    saved = json.loads((OUT / "results.json").read_text()) if (OUT / "results.json").exists() else {"results": {}}
     if args.table:
-        saved = json.loads((OUT / "results.json").read_text())
         print(f"scale benchmark on {saved['machine']}")
         return table({int(n): r for n, r in saved["results"].items()})
     pool = paragraph_pool()
     clf = classifier()
     print(f"scale benchmark on {machine()}; local executor, {TASKS} tasks on {os.cpu_count()} workers; "
           f"{len(pool):,} distinct real paragraphs", flush=True)
-    results = {n: run_scale(n, pool, clf, args.classify_max) for n in args.docs}
+    results = {n: run_scale(n, pool, clf, args.classify_max, args.stages, saved["results"].get(str(n)))
+               for n in args.docs}
+    if args.stages:  # the sizes not rerun stay in the table
+        results = dict(sorted({**{int(k): v for k, v in saved["results"].items()}, **results}.items()))
     (OUT / "results.json").write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
     table(results)
 

@@ -53,9 +53,11 @@ def small(tmp_path: Path, out: str, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
+    """One teacher (the llm section): what these tests check is the rows' provenance and the prompt set;
+    both default teachers and their judge are the default-generation test's (and `synthweb run`'s)."""
     tmp = tmp_path_factory.mktemp("gen")
-    r = synthweb(*small(tmp, "out", "--set", "executor.tasks=2", "--set", f"llm.cache.path={tmp / 'shared.sqlite'}"),
-                 timeout=1500)
+    r = synthweb(*small(tmp, "out", "--set", "executor.tasks=2", "--set", f"llm.cache.path={tmp / 'shared.sqlite'}",
+                        "--set", "generate.teachers=[]"), timeout=1500)
     assert r.returncode == 0, r.stderr[-3000:]
     return tmp, r
 
@@ -111,8 +113,8 @@ def test_generation_rows_carry_full_provenance(run):
 def test_the_prompt_set_is_deterministic_across_task_counts(run):
     """Same config on one task instead of two: the same prompts, so every request is a cache hit."""
     tmp, _ = run
-    r = synthweb(*small(tmp, "again", "--set", "executor.tasks=1", "--set", f"llm.cache.path={tmp / 'shared.sqlite'}"),
-                 timeout=1500)
+    r = synthweb(*small(tmp, "again", "--set", "executor.tasks=1", "--set", f"llm.cache.path={tmp / 'shared.sqlite'}",
+                        "--set", "generate.teachers=[]"), timeout=1500)
     assert r.returncode == 0, r.stderr[-3000:]
     first = {x["id"]: x["prompt_hash"] for x in read_rows(tmp / "out" / "data")}
     second = {x["id"]: x["prompt_hash"] for x in read_rows(tmp / "again" / "data")}

@@ -23,7 +23,10 @@ SCHEMA = {"type": "object", "properties": {"score": {"type": "integer", "minimum
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    cfg = LLMConfig(backend="vllm", max_model_len=1024, sampling={"max_tokens": 32})
+    # eager mode: these tests are about our requests and results, and vLLM-CPU's torch.compile of the model
+    # costs ~50 s at start; test_infer_stage_on_vllm below runs the default (compiled) engine, as users do
+    cfg = LLMConfig(backend="vllm", max_model_len=1024, sampling={"max_tokens": 32},
+                    vllm={"engine_args": {"enforce_eager": True}})
     e = make_engine(cfg, tmp_path_factory.mktemp("c") / "requests.sqlite")
     yield e
     e.close()
