@@ -62,7 +62,7 @@ def test_html_extraction_matches_gold_article_bodies(tmp_path):
 
 
 def test_the_warm_word_tokenizer_gives_datatroves_words_and_sentences_with_bounded_memory():
-    """pipeline/words.py keeps the first pages' words in spaCy's vocabulary (2.5x faster filters); on 300
+    """pipeline/words.py keeps the first pages' words in spaCy's vocabulary (2.65x faster); on 300
     real pages, across its cap, every page's words, sentences and sentence spans are datatrove's own
     tokenizer's, and past the cap the vocabulary stops growing (datatrove's memory zone again)."""
     from datatrove.utils.word_tokenizers import SpaCyTokenizer
