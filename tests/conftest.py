@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -54,10 +56,31 @@ print("PEAK_KB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 sys.exit(r.returncode)"""
 
 
+# a hang guard for one `synthweb` call, not a speed check: a run that takes 3 min alone took 15 beside a
+# CPU-heavy job (the Ray run test); pytest's own guard (pyproject's timeout) is above it
+CALL_TIMEOUT = 1800
+
+
+def run_group(cmd: list[str], env: dict | None = None, timeout: float = CALL_TIMEOUT) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True)`` in a process group of its own: when the call
+    times out, or pytest's hang guard stops the test, the whole group is killed (the CLI, its workers, its
+    forkserver), so a run cut short does not go on eating the CPU beside the rest of the suite."""
+    p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
 def launcher_peak(*args: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, float]:
     """`synthweb ARGS` as a user runs it, and the peak memory (MB) of that launching process."""
-    r = subprocess.run([sys.executable, "-c", PEAK, sys.executable, "-m", "pipeline.cli", *args], cwd=REPO,
-                       capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    r = run_group([sys.executable, "-c", PEAK, sys.executable, "-m", "pipeline.cli", *args],
+                  env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
     peak = int(r.stdout.split("PEAK_KB")[-1]) / 1024 if "PEAK_KB" in r.stdout else float("nan")
     return r, peak
 
@@ -68,12 +91,10 @@ def need(path: Path) -> Path:
     return path
 
 
-def synthweb(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def synthweb(*args: str, env: dict | None = None, timeout: float = CALL_TIMEOUT) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess, as a user would."""
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout
-    )
+    return run_group([sys.executable, "-m", "pipeline.cli", *args], env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+                     timeout=timeout)
 
 
 def read_rows(folder: Path) -> list[dict]:

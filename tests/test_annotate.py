@@ -55,7 +55,7 @@ def test_constrained_annotation_with_a_jury(pages_file, tmp_path):
     r = synthweb("annotate", "--input", str(pages_file), "--output", str(out), "--no-progress",
                  "--set", "annotate.mode=constrained", "--set", "annotate.max_chars=600",
                  "--set", "annotate.max_tokens=32", "--set", "executor.tasks=2",
-                 "--set", "annotate.jury=[{sampling: {temperature: 1.0}}]", timeout=1200)
+                 "--set", "annotate.jury=[{sampling: {temperature: 1.0}}]")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = read_rows(out / "data")
     assert len(rows) == 8  # the constrained second turn always yields a digit
@@ -81,7 +81,7 @@ def test_free_replies_without_a_score_become_failure_records(pages_file, tmp_pat
     out = tmp_path / "free"
     r = synthweb("annotate", "--input", str(pages_file), "--output", str(out), "--no-progress",
                  "--set", "annotate.mode=free", "--set", "annotate.max_chars=600", "--set", "annotate.max_tokens=24",
-                 "--set", "executor.tasks=1", timeout=1200)
+                 "--set", "executor.tasks=1")
     kept = read_rows(out / "data") if (out / "data").exists() else []
     removed = read_rows(out / "removed") if (out / "removed").exists() else []
     assert len(kept) + len(removed) == 8, "every page is either scored or in removed/"

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import (
+    CALL_TIMEOUT,
     CC_SAMPLE,
     FAST,
     HTML,
@@ -173,7 +174,7 @@ def test_an_output_the_user_cannot_write_is_one_line(tmp_path):
             if not shutil.which("setpriv"):
                 pytest.fail("running as root needs setpriv (util-linux) to test as another user")
             cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
-        r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=CALL_TIMEOUT)
         assert_user_error(r, f"--output {locked / 'o'}: no permission to write there")
         assert not (locked / "o").exists()
         if os.geteuid() == 0:  # a read-only file system: root is refused too

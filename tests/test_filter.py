@@ -31,10 +31,10 @@ def work(tmp_path_factory):
     small = ["--set", "classifier.max_length=128", "--set", "classifier.windows=2",
              "--set", f"classifier.embedding_cache={tmp / 'emb'}"]
     r = synthweb("train-classifier", "--input", str(tmp / "legal.parquet"), "--label-column", "score",
-                 "--output", str(tmp / "minilm"), *small, timeout=1200)
+                 "--output", str(tmp / "minilm"), *small)
     assert r.returncode == 0, r.stderr[-3000:]
     r = synthweb("train-classifier", "--input", str(tmp / "legal.parquet"), "--output", str(tmp / "ft"),
-                 "--set", "classifier.kind=fasttext", timeout=600)
+                 "--set", "classifier.kind=fasttext")
     assert r.returncode == 0, r.stderr[-3000:]
     return tmp, t.num_rows, small
 
@@ -97,7 +97,7 @@ def test_binary_variant_on_human_labels(tmp_path):
     out = tmp_path / "human"
     r = synthweb("train-classifier", "--input", str(need(HUMAN)), "--label-column", "label", "--output", str(out),
                  "--set", "classifier.max_length=128", "--set", "classifier.windows=1",
-                 "--set", f"classifier.embedding_cache={tmp_path / 'emb'}", timeout=900)
+                 "--set", f"classifier.embedding_cache={tmp_path / 'emb'}")
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["task"] == "binary" and m["threshold"] == 0.5 and len(m["confusion_matrix"]) == 2
@@ -111,7 +111,7 @@ def test_finetune_mode_trains_and_saves_the_encoder(work, tmp_path):
     out = tmp_path / "ft-encoder"
     r = synthweb("train-classifier", "--input", str(tmp_path / "tiny.parquet"), "--output", str(out),
                  "--set", "classifier.mode=finetune", "--set", "classifier.max_length=64", "--set", "classifier.epochs=1",
-                 "--set", "classifier.batch_size=16", "--set", "classifier.test_size=0", timeout=900)
+                 "--set", "classifier.batch_size=16", "--set", "classifier.test_size=0")
     assert r.returncode == 0, r.stderr[-3000:]
     assert (out / "encoder" / "model.safetensors").exists()
     assert json.loads((out / "config.json").read_text())["encoder"] == "encoder"
@@ -126,7 +126,7 @@ def test_classify_ensemble_and_filter(work, tmp_path):
     classified, filtered = tmp_path / "classified", tmp_path / "filtered"
     r = synthweb("classify", "--input", str(tmp_path / "pages.parquet"), "--classifier", str(tmp / "minilm"),
                  "--classifier", str(tmp / "ft"), "--output", str(classified), "--no-progress",
-                 "--set", "classify.sample_size=300", "--set", "executor.tasks=2", timeout=1200)
+                 "--set", "classify.sample_size=300", "--set", "executor.tasks=2")
     assert r.returncode == 0, r.stderr[-3000:]
     out = read_rows(classified / "data")
     assert len(out) == rows

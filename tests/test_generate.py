@@ -57,7 +57,7 @@ def run(tmp_path_factory):
     both default teachers and their judge are the default-generation test's (and `synthweb run`'s)."""
     tmp = tmp_path_factory.mktemp("gen")
     r = synthweb(*small(tmp, "out", "--set", "executor.tasks=2", "--set", f"llm.cache.path={tmp / 'shared.sqlite'}",
-                        "--set", "generate.teachers=[]"), timeout=1500)
+                        "--set", "generate.teachers=[]"))
     assert r.returncode == 0, r.stderr[-3000:]
     return tmp, r
 
@@ -114,7 +114,7 @@ def test_the_prompt_set_is_deterministic_across_task_counts(run):
     """Same config on one task instead of two: the same prompts, so every request is a cache hit."""
     tmp, _ = run
     r = synthweb(*small(tmp, "again", "--set", "executor.tasks=1", "--set", f"llm.cache.path={tmp / 'shared.sqlite'}",
-                        "--set", "generate.teachers=[]"), timeout=1500)
+                        "--set", "generate.teachers=[]"))
     assert r.returncode == 0, r.stderr[-3000:]
     first = {x["id"]: x["prompt_hash"] for x in read_rows(tmp / "out" / "data")}
     second = {x["id"]: x["prompt_hash"] for x in read_rows(tmp / "again" / "data")}
@@ -243,7 +243,6 @@ def test_persona_file_with_bad_rows(tmp_path):
 N_DEFAULT = 12
 
 
-@pytest.mark.timeout(2400)
 def test_default_generation_passes_the_gate(tmp_path):
     """The main job's defaults (both teachers, the judge, max_tokens, the gate with its meaning checks) on 12
     real FineWeb seeds (the default is 24: halved to keep CI short; `make bench` runs the 24) with the real

@@ -81,7 +81,7 @@ def test_synthweb_run_on_a_ray_cluster_runs_every_stage_there(ray_cluster, tmp_p
     tok = lambda out: json.loads((out / "tokens" / "textbooks" / "tokens.json").read_text())["documents"]  # noqa: E731
     assert tok(remote) == tok(local)
     # a second call reuses every stage, still through the cluster
-    r = synthweb(*small, "--output", str(remote), *args, env={**env, "RAY_ADDRESS": ""}, timeout=900)
+    r = synthweb(*small, "--output", str(remote), *args, env={**env, "RAY_ADDRESS": ""})
     assert r.returncode == 0 and "run: seeds reused, generate reused, dedup reused, tokenize reused" in r.stdout, r.stderr[-2000:]
 
 
@@ -97,7 +97,7 @@ def test_exact_and_semantic_dedup_on_a_ray_cluster_give_the_local_ids(ray_cluste
         common = ["dedup", "--input", str(docs), "--method", method, "--set", "executor.tasks=2"]
         r = synthweb(*common, "--output", str(local), "--no-progress")
         assert r.returncode == 0, r.stderr[-2000:]
-        r = synthweb(*common, "--output", str(remote), *args, env={**env, "RAY_ADDRESS": ""}, timeout=900)
+        r = synthweb(*common, "--output", str(remote), *args, env={**env, "RAY_ADDRESS": ""})
         assert r.returncode == 0, (method, r.stderr[-3000:])
         assert ids(remote / "data") == ids(local / "data"), method
         assert ids(remote / "removed") == ids(local / "removed") and len(ids(local / "removed")) >= 5, method

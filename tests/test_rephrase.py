@@ -186,8 +186,7 @@ def test_empty_document_and_long_document_in_a_mix_run(tmp_path):
     out = tmp_path / "out"
     r = synthweb("rephrase", *NO_GATE, "--input", str(src), "--output", str(out), "--no-progress", "--styles", "wrap_medium",
                  "--set", "executor.tasks=1", "--set", "rephrase.max_chunks_per_doc=null", "--set", "rephrase.min_similarity=-1",
-                 "--set", "rephrase.min_tokens=0", "--set", "rephrase.budgets={wrap_medium: {input_tokens: 600, max_tokens: 8}}",
-                 timeout=1200)
+                 "--set", "rephrase.min_tokens=0", "--set", "rephrase.budgets={wrap_medium: {input_tokens: 600, max_tokens: 8}}")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = read_rows(out / "data")
     synthetic = sorted((x for x in rows if x["kind"] == "synthetic"), key=lambda x: x["chunk_index"])

@@ -133,7 +133,7 @@ def test_classifier_judge_keeps_the_highest_scored_answer(full_run, tmp_path):
     args = run_args(out)[4:]  # the run's settings, without "run --output DIR --no-progress"
     r = synthweb("generate", "--input", str(out / "seeds" / "data"), "--output", str(tmp_path / "g"), "--no-progress",
                  *args, "--set", "generate.judge.kind=classifier", "--set", f"generate.judge.classifier={out / 'classifier'}",
-                 "--set", f"llm.cache.path={out / 'generate' / '_llm_cache' / 'requests.sqlite'}", timeout=1200)
+                 "--set", f"llm.cache.path={out / 'generate' / '_llm_cache' / 'requests.sqlite'}")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = read_rows(tmp_path / "g" / "data")
     assert rows and all(row["judge"].startswith("classifier:") for row in rows)
@@ -210,7 +210,7 @@ def test_the_card_of_a_full_run_has_tokens_and_cost_per_config(full_run, tmp_pat
 def test_rerun_reuses_every_stage(full_run):
     out, _ = full_run
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
-    r = synthweb(*run_args(out), timeout=900)
+    r = synthweb(*run_args(out))
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((out / "run.json").read_text())
     assert all(m["stages"][s]["status"] == "reused" for s in STAGES if s != "report"), m["stages"]

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import LEGAL, REPO, SHARED, need, synthweb
+from conftest import CALL_TIMEOUT, LEGAL, REPO, SHARED, need, synthweb
 
 BENCH = SHARED / "benchmarks"
 
@@ -337,7 +337,7 @@ def test_torchrun_two_processes_match_one_and_resume(tokens, one_process_run, tm
     def torchrun(*extra):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
                "-m", "pipeline.cli", "train", "--config", str(cfg), "--input", str(tokens), "--output", str(out), *extra]
-        p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+        p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=CALL_TIMEOUT,
                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
         assert p.returncode == 0, p.stderr[-3000:]
         return p
@@ -372,7 +372,7 @@ def test_the_trainer_on_slurm_with_torchrun_ddp(tokens, one_process_run, tmp_pat
     r = subprocess.run(["sbatch", "--parsable", "--wait", "--partition=cpu", "--cpus-per-task=2", "--mem-per-cpu=1G",
                         f"--output={tmp_path}/train-%j.out", f"--export=ALL,NPROC=2,MASTER_PORT=29541,ARGS={args},"
                         f"SYNTHWEB_ENV={REPO / '.venv'},HF_HUB_OFFLINE=1", str(REPO / "scripts" / "train-slurm.sbatch")],
-                       cwd=REPO, capture_output=True, text=True, timeout=900)
+                       cwd=REPO, capture_output=True, text=True, timeout=CALL_TIMEOUT)
     logs = "\n".join(f.read_text()[-2000:] for f in tmp_path.glob("train-*.out"))
     assert r.returncode == 0, r.stderr[-1000:] + logs
     ev = json.loads((out / "eval.json").read_text())
