@@ -34,7 +34,10 @@ def ray_cluster(tmp_path_factory):
 
     port, tmp = _free_port(), tmp_path_factory.mktemp("ray")
     # the cluster takes a token, as Ray's recent versions do by default: the clients get the same one
-    env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    # and its workers at the pytest worker's priority: Ray starts them at nice 15, which on a machine shared
+    # with another CPU-heavy job left a task ~7% of a core (the run test passed its 900 s guard that way)
+    env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "RAY_worker_niceness": "0"}
 
     r = subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2",
                         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={tmp}"],
