@@ -9,13 +9,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import (
-    CALL_TIMEOUT,
     CC_SAMPLE,
     FAST,
     HTML,
     assert_no_partial_output,
     load_stats,
     need,
+    run_group,
     synthweb,
 )
 
@@ -158,7 +158,6 @@ def test_an_output_the_user_cannot_write_is_one_line(tmp_path):
     import sys
     import tempfile
 
-    from tests.conftest import REPO
 
     base = Path(tempfile.mkdtemp(prefix="synthweb-perm-"))  # outside pytest's 0700 tmp, so nobody can reach it
     try:
@@ -174,7 +173,7 @@ def test_an_output_the_user_cannot_write_is_one_line(tmp_path):
             if not shutil.which("setpriv"):
                 pytest.fail("running as root needs setpriv (util-linux) to test as another user")
             cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
-        r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=CALL_TIMEOUT)
+        r = run_group(cmd, env=env)
         assert_user_error(r, f"--output {locked / 'o'}: no permission to write there")
         assert not (locked / "o").exists()
         if os.geteuid() == 0:  # a read-only file system: root is refused too

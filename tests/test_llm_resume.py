@@ -11,7 +11,7 @@ import sys
 import time
 
 from pipeline.llm.types import Result
-from tests.conftest import CALL_TIMEOUT, REPO, load_stats, read_rows, write_prompts
+from tests.conftest import CALL_TIMEOUT, REPO, load_stats, read_rows, run_group, write_prompts
 
 N = 24
 
@@ -52,7 +52,7 @@ def test_kill9_then_rerun_serves_completed_requests_from_the_cache(tmp_path):
     # resumed with other executor settings and another endpoint (none of them shapes a row): it goes on
     other = ["--set", "executor.workers=2", "--set", "executor.slurm.time=12:00:00", "--set", "llm.openai.concurrency=8",
              "--set", "llm.openai.base_url=http://replica-2:8000/v1", "--set", "llm.cost_per_gpu_hour=3.5"]
-    again = subprocess.run(args + other, cwd=REPO, env=env, capture_output=True, text=True, timeout=CALL_TIMEOUT)
+    again = run_group(args + other, env=env)
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stdout
     llm = load_stats(out)["llm"]

@@ -35,7 +35,7 @@ def ray_cluster(tmp_path_factory):
     port, tmp = _free_port(), tmp_path_factory.mktemp("ray")
     # the cluster takes a token, as Ray's recent versions do by default: the clients get the same one
     # and its workers at the pytest worker's priority: Ray starts them at nice 15, which on a machine shared
-    # with another CPU-heavy job left a task ~7% of a core (the run test passed its 900 s guard that way)
+    # with another CPU-heavy job left a task ~7% of a core (the run test went over its 900 s guard that way)
     env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
            "RAY_worker_niceness": "0"}
 

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import CALL_TIMEOUT, LEGAL, REPO, SHARED, need, synthweb
+from conftest import CALL_TIMEOUT, LEGAL, REPO, SHARED, need, run_group, synthweb
 
 BENCH = SHARED / "benchmarks"
 
@@ -337,8 +337,7 @@ def test_torchrun_two_processes_match_one_and_resume(tokens, one_process_run, tm
     def torchrun(*extra):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
                "-m", "pipeline.cli", "train", "--config", str(cfg), "--input", str(tokens), "--output", str(out), *extra]
-        p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=CALL_TIMEOUT,
-                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        p = run_group(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"})  # torchrun and its workers, killed whole
         assert p.returncode == 0, p.stderr[-3000:]
         return p
 
