@@ -121,7 +121,9 @@ class ExecutorConfig(Strict):
 
 class WriterConfig(Strict):
     max_rows_per_shard: int = Field(default=100_000, ge=1)
-    row_group_rows: int = Field(default=5_000, ge=1)
+    # a reader decodes a whole row group and the writer buffers one: the group bounds a worker's memory, not
+    # the corpus (1,000 rows, as `datasets` writes them; 5,000 let a worker grow with its shard up to 5,000)
+    row_group_rows: int = Field(default=1_000, ge=1)
     row_group_bytes: int = Field(default=64 * 2**20, ge=1024)
     compression_level: int = Field(default=3, ge=1, le=22)
 

@@ -24,6 +24,9 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
+# no batching delay: a job (an array task) starts as soon as a CPU is free, not on the next 3-second tick
+# (Slurm's default batch_sched_delay=3; 10 tasks of 0.3 s on 2 CPUs: 13.3 s -> 4.6-5.2 s)
+SchedulerParameters=batch_sched_delay=0
 DependencyParameters=kill_invalid_depend   # a job whose dependency can never be met is cancelled, not left pending
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd

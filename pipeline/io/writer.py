@@ -58,7 +58,7 @@ class ShardWriter(PipelineStep):
         tag: str = "data",
         writer_id: str = "main",
         max_rows_per_shard: int = 100_000,
-        row_group_rows: int = 5_000,
+        row_group_rows: int = 1_000,
         row_group_bytes: int = 64 * 2**20,
         compression_level: int = 3,
         source: str | None = None,
