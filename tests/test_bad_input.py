@@ -158,7 +158,6 @@ def test_an_output_the_user_cannot_write_is_one_line(tmp_path):
     import sys
     import tempfile
 
-
     base = Path(tempfile.mkdtemp(prefix="synthweb-perm-"))  # outside pytest's 0700 tmp, so nobody can reach it
     try:
         base.chmod(0o755)
