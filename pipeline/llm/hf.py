@@ -14,7 +14,6 @@ import time
 from collections import defaultdict
 from dataclasses import replace
 
-from pipeline.devices import auto_dtype
 from pipeline.errors import UserError
 from pipeline.llm.engine import Engine, TokenizerMixin
 from pipeline.llm.models import resolve_model
@@ -50,8 +49,8 @@ class TransformersEngine(TokenizerMixin, Engine):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = self.cfg.dtype
-        if dtype == "auto":
-            dtype = auto_dtype(device)
+        if dtype == "auto":  # fp32 on a CPU even with native bf16: bf16 kept fewer rows there (bench/RESULTS.md)
+            dtype = "bfloat16" if device.startswith("cuda") else "float32"
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             kwargs = {"dtype": getattr(torch, dtype)}
