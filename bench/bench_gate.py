@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--settings", default=DEFAULT_SETTINGS)
     ap.add_argument("--seeds", choices=("fineweb", "cc"), default="fineweb")
     ap.add_argument("--show", type=int, default=0, help="print this many replies per combination")
-    ap.add_argument("--dtype", default="auto", help="llm.dtype: auto (bf16 on a CPU with native bf16), float32, bfloat16")
+    ap.add_argument("--dtype", default="auto", help="llm.dtype: auto (fp32 on a CPU, bf16 on a GPU), float32, bfloat16")
     args = ap.parse_args()
 
     from pipeline.gate import QualityGate

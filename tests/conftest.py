@@ -137,9 +137,9 @@ def write_prompts(path: Path, n: int, max_chars: int = 600) -> list[dict]:
 
 # The longest modules start first. With `--dist loadscope` a module runs whole on one worker, so a long one
 # started last is the suite's tail: by file order the Slurm tests began last and left a core idle for ten
-# minutes. Seconds of worker time per module, measured 2026-12-07 evening (two workers, the LLM in bf16);
-# only the order depends on them, a module not listed runs after these in file order. `make test` passes
-# --no-loadscope-reorder.
+# minutes. Seconds of worker time per module, measured 2026-12-07 evening (two workers, the LLM in bf16;
+# fp32 again since, so its modules take longer); only the order depends on them, a module not listed runs
+# after these in file order. `make test` passes --no-loadscope-reorder.
 MODULE_SECONDS = {"test_slurm": 620, "test_run": 360, "test_generate": 340, "test_filter": 330, "test_train": 260,
                   "test_ray": 230, "test_rephrase": 215, "test_identity": 170, "test_resume": 170, "test_bad_input": 150,
                   "test_llm": 85, "test_meaning": 80, "test_annotate": 55, "test_llm_resume": 52, "test_seeds": 50,

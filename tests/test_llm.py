@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from pipeline.errors import UserError
@@ -162,9 +163,14 @@ def test_llm_dtype_auto_is_fp32_on_a_cpu_and_the_cache_keeps_dtypes_apart(engine
     the same cache sends its requests again."""
     import torch
 
+    from pipeline.config import EncoderConfig
     from pipeline.devices import auto_dtype, cpu_has_bf16
+    from pipeline.embed import shared_encoder
 
     assert auto_dtype("cuda") == "bfloat16" and auto_dtype("cpu") == ("bfloat16" if cpu_has_bf16() else "float32")
+    enc = shared_encoder(EncoderConfig())  # the encoder loads in what auto means, and still returns float32
+    assert next(enc.model.parameters()).dtype == getattr(torch, auto_dtype("cpu"))
+    assert enc.encode(["a cat", "a dog"]).dtype == np.float32
     assert engine.model.dtype == torch.float32 and engine.model_identity.endswith("|float32")
     reqs = [ask(engine.cfg, "d0", "Name one colour.", max_tokens=4)]
     engine.generate(reqs)
