@@ -20,12 +20,12 @@ def preload_modules(pipeline: list) -> list[str]:
     """What a stage's workers import before their first document: the steps' modules and the heavy libraries
     they declare (``preload``: sentence-transformers and torch for model steps, spaCy for the filters'
     tokenizer)."""
-    mods: set[str] = set()
+    mods: list[str] = []
     for step in pipeline:
-        mods.add(type(step).__module__)
-        mods.update(getattr(step, "preload", ()) or ())
-        mods.update(getattr(getattr(step, "language", None), "preload", ()) or ())  # a warm word tokenizer
-    return sorted(m for m in mods if m != "builtins")
+        mods.append(type(step).__module__)
+        mods.extend(getattr(step, "preload", ()) or ())
+        mods.extend(getattr(getattr(step, "language", None), "preload", ()) or ())  # a warm word tokenizer
+    return [m for m in dict.fromkeys(mods) if m != "builtins"]  # in the steps' order: a preload's order holds
 
 
 def use_forkserver_preload(modules: list[str]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 
 from datatrove.utils.word_tokenizers import SpaCyTokenizer, load_word_tokenizer
 
@@ -21,8 +22,26 @@ MAX_LEXEMES = 100_000  # reached after 1,000-2,000 FineWeb pages; +56 MiB of RSS
 _CUSTOM = ("ja", "zh", "vi")  # spaCy tokenizers with their own state: left exactly as datatrove runs them
 
 
+def import_spacy():
+    """spaCy without torch. thinc (spaCy's ML library) imports torch whenever it is installed, for the torch
+    models a blank tokenizer never runs: 1.7-2.8 CPU s in every process that tokenizes words and holds no
+    model (a seeds stage's forkserver, a Slurm or Ray task). While spaCy loads, ``import torch`` fails, so
+    thinc records "no torch"; a later ``import torch`` (a model step) works as usual. A process that already
+    has torch, or spaCy, imports as it always did."""
+    if "spacy" not in sys.modules and "torch" not in sys.modules:
+        sys.modules["torch"] = None  # type: ignore[assignment]  # import torch -> ImportError, for this while
+        try:
+            import spacy
+        finally:
+            del sys.modules["torch"]
+    import spacy
+
+    return spacy
+
+
 @functools.cache
 def _warm_nlp(language: str, max_lexemes: int):
+    import_spacy()  # before datatrove's SpaCyTokenizer imports it
     nlp = SpaCyTokenizer(language).tokenizer  # built by datatrove (blank model + sentencizer)
     zone = nlp.memory_zone
 
@@ -46,7 +65,7 @@ class WarmSpaCyTokenizer(SpaCyTokenizer):
 
     @property
     def preload(self) -> tuple[str, ...]:  # for the forkserver of a stage's workers (pipeline/executor.py)
-        return ("spacy", f"spacy.lang.{self.language}")
+        return ("pipeline.spacy_import", f"spacy.lang.{self.language}")  # in this order: spaCy without torch
 
     # equal for the same language: datatrove's split_into_parts memoises on (text, mode, tokenizer), so
     # the filters of one document share one tokenization even after each task deep-copies its pipeline
