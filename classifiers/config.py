@@ -37,5 +37,7 @@ class ClassifierConfig(Strict):
     weight_decay: float = Field(default=0.01, ge=0)
     batch_tokens: int = Field(default=32768, ge=256)  # inference batches: padded tokens per batch
     device: str = "auto"
+    # the encoder's matmuls: auto = bf16 autocast on a GPU or a CPU with native bf16 (MiniLM ~2x), else fp32
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     embedding_cache: str | None = None  # default $SYNTHWEB_CACHE/embeddings or ~/.cache/synthweb/embeddings
     fasttext: dict[str, Any] = {"epoch": 25, "wordNgrams": 2, "dim": 50, "lr": 0.5, "minCount": 2}

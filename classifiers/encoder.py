@@ -3,8 +3,8 @@
 sentence-transformers loads any encoder (its own folders, or a plain HF encoder with mean pooling)
 and knows its pooling; what it does not do is what a corpus-scale scorer needs: batches capped by
 *padded tokens* rather than a fixed count (long and short documents both fill the device), several
-windows per document (averaged), bf16 autocast on a GPU, and gradients for fine-tuning. So the
-modules are called directly here on batches we build.
+windows per document (averaged), bf16 autocast (on a GPU or a CPU with native bf16), and gradients
+for fine-tuning. So the modules are called directly here on batches we build.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ def pick_device(device: str) -> str:
 
 class TextEncoder:
     def __init__(self, model: str, device: str = "auto", max_length: int | None = None, windows: int = 1,
-                 batch_tokens: int | None = None, max_batch: int = 512):
+                 batch_tokens: int | None = None, max_batch: int = 512, dtype: str = "auto"):
         import torch
         from sentence_transformers import SentenceTransformer
 
+        from pipeline.devices import auto_dtype
         from pipeline.logs import quiet_hf
 
         quiet_hf()
@@ -51,7 +52,15 @@ class TextEncoder:
         at = next(i for i in range(len(full)) if full[i : i + len(body)] == body)
         self.prefix, self.suffix = full[:at], full[at + len(body) :]
         self.special = len(self.prefix) + len(self.suffix)
-        self.autocast = self.device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        # bf16 autocast (matmuls in bf16, norms and softmax in fp32) on a GPU and on a CPU with native bf16:
+        # MiniLM ~2x faster there (bench/RESULTS.md); the weights and the embeddings stay float32
+        if dtype == "auto":
+            dtype = auto_dtype(self.device)
+            if self.device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+                dtype = "float32"
+        if dtype not in ("float32", "bfloat16"):
+            raise UserError(f"classifier dtype {dtype!r}: auto, float32 or bfloat16")
+        self.dtype, self.autocast = dtype, dtype == "bfloat16"
 
     # ------------------------------------------------------------ tokenisation and batching
 
@@ -92,7 +101,7 @@ class TextEncoder:
         """Sentence embeddings of a batch of windows (a tensor; gradients flow when enabled)."""
         import torch
 
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+        with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.autocast):
             return self.st(self._features(seqs))["sentence_embedding"].float()
 
     def embed_windows(self, wins: list[list[int]], owner: np.ndarray, n_docs: int):

@@ -91,7 +91,8 @@ class Classifier:
         self.name = spec.name or folder.name
 
     @classmethod
-    def load(cls, folder: str | Path, device: str = "auto", batch_tokens: int | None = None) -> "Classifier":
+    def load(cls, folder: str | Path, device: str = "auto", batch_tokens: int | None = None,
+             dtype: str = "auto") -> "Classifier":
         folder = Path(folder)
         if not folder.is_dir():
             raise UserError(f"classifier folder not found: {folder}")
@@ -117,7 +118,7 @@ class Classifier:
         from classifiers.encoder import TextEncoder
 
         enc_name = str(folder / "encoder") if spec.mode == "finetune" else spec.encoder
-        encoder = TextEncoder(enc_name, device, spec.max_length, spec.windows, batch_tokens)
+        encoder = TextEncoder(enc_name, device, spec.max_length, spec.windows, batch_tokens, dtype=dtype)
         h = spec.head
         head = make_head(h["dim"], h["type"], h.get("hidden", 256), h.get("dropout", 0.0))
         try:

@@ -87,7 +87,7 @@ def _cache_dir(cfg: ClassifierConfig) -> Path:
 
 def embed_cached(encoder, texts: list[str], cfg: ClassifierConfig, printer=print) -> np.ndarray:
     """Frozen mode: the embeddings of a training set are computed once; retraining the head reuses them."""
-    h = hashlib.sha256(f"{cfg.encoder}|{encoder.max_length}|{encoder.windows}".encode())
+    h = hashlib.sha256(f"{cfg.encoder}|{encoder.max_length}|{encoder.windows}|{encoder.dtype}".encode())
     for t in texts:
         h.update(hashlib.sha1(t.encode()).digest())
     path = _cache_dir(cfg) / f"{h.hexdigest()[:24]}.npy"
@@ -374,7 +374,7 @@ def train_classifier(cfg: ClassifierConfig, source: str, output: str | Path, for
 
             from classifiers.encoder import TextEncoder
 
-            encoder = TextEncoder(cfg.encoder, cfg.device, cfg.max_length, cfg.windows, cfg.batch_tokens)
+            encoder = TextEncoder(cfg.encoder, cfg.device, cfg.max_length, cfg.windows, cfg.batch_tokens, dtype=cfg.dtype)
             spec.encoder, spec.mode, spec.max_length, spec.windows = cfg.encoder, cfg.mode, encoder.max_length, cfg.windows
             if cfg.mode == "frozen":
                 emb = embed_cached(encoder, data.texts, cfg, printer)

