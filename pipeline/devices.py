@@ -1,4 +1,5 @@
-"""What ``dtype: auto`` means on a device for the sentence encoder (``encoder.dtype``)."""
+"""What ``dtype: auto`` means on a device for the encoders (``encoder.dtype``; ``classifier.dtype`` and
+``classify.dtype``, as autocast)."""
 
 from __future__ import annotations
 
