@@ -1,7 +1,7 @@
 """LLM benchmark: output tokens/s of the raw engine vs the pipeline on the same 64 prompts.
 
-Raw: the backend driven directly, as a user would without synthweb (transformers: ``model.generate``
-on batches of the same size, prompts in file order; vLLM: one ``LLM.chat`` call). Pipeline: the real
+Raw: the backend driven directly, as a user would without synthweb (transformers: the model as
+``from_pretrained`` loads it, ``model.generate`` on batches of the same size, prompts in file order; vLLM: one ``LLM.chat`` call). Pipeline: the real
 ``infer`` stage (reader, request cache, metrics, Parquet writer) run in this process on a one-task
 executor. Both use the same model, prompts and sampling parameters, and every request generates exactly
 max_tokens tokens (min_tokens = max_tokens), so that sampling luck in output lengths does not move the
@@ -36,11 +36,14 @@ def prompts(n: int) -> Path:
 
 def raw_transformers(cfg, rows, seed: int) -> tuple[int, float]:
     import torch
+    from transformers import AutoModelForCausalLM
 
     from pipeline.llm.engine import make_engine, sampling_for
+    from pipeline.llm.models import resolve_model
 
-    eng = make_engine(cfg)  # only to load model + tokenizer the same way; generation below is plain HF
-    tok, model = eng.tokenizer, eng.model
+    eng = make_engine(cfg)  # the tokenizer and chat template the same way; the model as transformers loads it
+    tok = eng.tokenizer
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(cfg.model), dtype=eng.model.dtype).to(eng.device).eval()
     torch.set_num_threads(torch.get_num_threads())
     bs = cfg.transformers.batch_size
     eos = eng.eos_ids

@@ -182,6 +182,34 @@ def test_llm_dtype_auto_is_fp32_on_a_cpu_and_the_cache_keeps_dtypes_apart(engine
         e.close()
 
 
+def test_cpu_engine_answers_as_transformers_loads_and_generates(engine):
+    """On a CPU the engine keeps each fp32 linear weight as a view of its transpose (MKL's fast path at the
+    few rows of batched decoding) and decodes into a preallocated KV cache (no copy of the cache per step),
+    bench/RESULTS.md. Neither may change an answer: the tied lm_head stays tied, and greedy replies to a
+    batch of real pages are those of the model as ``from_pretrained`` loads it, under a plain ``generate``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    m = engine.model
+    linears = [x for x in m.modules() if isinstance(x, torch.nn.Linear)]
+    assert linears and all(x.weight.t().is_contiguous() and not x.weight.is_contiguous() for x in linears)
+    assert m.lm_head.weight is m.get_input_embeddings().weight
+    reqs = [ask(engine.cfg, f"layout{i}", "Summarise:\n\n" + p["text"][:600], temperature=0.0, max_tokens=24)
+            for i, p in enumerate(real_pages(6))]
+    got = [r.text for r in engine.generate(reqs)]
+    plain = AutoModelForCausalLM.from_pretrained(resolve_model(engine.cfg.model, None), dtype=torch.float32).eval()
+    assert plain.lm_head.weight.is_contiguous()
+    tok = engine.tokenizer
+    enc = tok([engine.render(r.messages) for r in reqs], return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.inference_mode():
+        out = plain.generate(**enc, max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id)
+    want = []
+    for row in out[:, enc["input_ids"].shape[1]:].tolist():
+        cut = next((k for k, t in enumerate(row) if t in engine.eos_ids), len(row))
+        want.append(tok.decode(row[:cut], skip_special_tokens=True))
+    assert got == want
+
+
 def test_long_prompts_follow_the_policy():
     long_text = "Summarise: " + " ".join(p["text"] for p in real_pages(8, 2000))
     cut = LLMConfig(max_model_len=256, cache={"enabled": False}, sampling={"max_tokens": 16})
