@@ -225,7 +225,7 @@ def test_push_with_a_refused_token(runs, tmp_path):
     assert "hf_a_wrong_one" not in r.stdout + r.stderr
 
 
-def test_republishing_with_another_shard_count_leaves_no_old_shard(runs, tmp_path):
+def test_republishing_with_another_shard_count_leaves_no_old_shard(runs, tmp_path, monkeypatch):
     """Before: a second publish with another shard count left the first one's train-*-of-* files in the repo,
     and the card's glob then loaded old and new rows together. Now the last commit deletes them; a file the
     user added beside the data stays."""
@@ -234,6 +234,9 @@ def test_republishing_with_another_shard_count_leaves_no_old_shard(runs, tmp_pat
 
     from tests.hub_server import Hub
 
+    # this process's own client talks to the local Hub below: a caller's HF_HUB_OFFLINE=1 (read at import)
+    # must not refuse it, as the pushes' subprocesses get HF_HUB_OFFLINE=0
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     with Hub(TOKEN) as hub:
         r = _push(runs, tmp_path, hub, "--set", "publish.max_rows_per_shard=20")
         assert r.returncode == 0, r.stderr[-3000:]
