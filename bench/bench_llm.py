@@ -1,8 +1,8 @@
 """LLM benchmark: output tokens/s of the raw engine vs the pipeline on the same 64 prompts.
 
 Raw: the backend driven directly, as a user would without synthweb (transformers: the model as
-``from_pretrained`` loads it, ``model.generate`` on batches of the same size, prompts in file order; vLLM: one ``LLM.chat`` call). Pipeline: the real
-``infer`` stage (reader, request cache, metrics, Parquet writer) run in this process on a one-task
+``from_pretrained`` loads it, ``model.generate`` on batches of the same size, prompts in file order;
+vLLM: one ``LLM.chat`` call). Pipeline: the real ``infer`` stage (reader, request cache, metrics, Parquet writer) run in this process on a one-task
 executor. Both use the same model, prompts and sampling parameters, and every request generates exactly
 max_tokens tokens (min_tokens = max_tokens), so that sampling luck in output lengths does not move the
 ratio; model loading is excluded on both sides (the stage records its own load time), and both sides
