@@ -2,11 +2,12 @@
 
 Raw: the backend driven directly, as a user would without synthweb (transformers: the model as
 ``from_pretrained`` loads it, ``model.generate`` on batches of the same size, prompts in file order;
-vLLM: one ``LLM.chat`` call). Pipeline: the real ``infer`` stage (reader, request cache, metrics, Parquet writer) run in this process on a one-task
-executor. Both use the same model, prompts and sampling parameters, and every request generates exactly
-max_tokens tokens (min_tokens = max_tokens), so that sampling luck in output lengths does not move the
-ratio; model loading is excluded on both sides (the stage records its own load time), and both sides
-get the same one-request warm-up (vLLM compiles on its first step; VLLMEngine does it while loading). Prompts: 64 real FineWeb pages, "summarise" requests.
+vLLM: one ``LLM.chat`` call). Pipeline: the real ``infer`` stage (reader, request cache, metrics,
+Parquet writer) run in this process on a one-task executor. Both use the same model, prompts and
+sampling parameters, and every request generates exactly max_tokens tokens (min_tokens = max_tokens), so
+that sampling luck in output lengths does not move the ratio; model loading is excluded on both sides
+(the stage records its own load time), and both sides get the same one-request warm-up (vLLM compiles on
+its first step; VLLMEngine does it while loading). Prompts: 64 real FineWeb pages, "summarise" requests.
 Usage: python bench/bench_llm.py [--backend transformers|vllm] [--prompts 64] [--max-tokens 128]
 """
 
